@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test install services clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Start RabbitMQ and PostgreSQL if they are not running (as on a fresh CI machine).
+services:
+	@bash scripts/ensure-services.sh
+
+demo: install services
+	$(BIN)/chain demo $(ARGS)
+
+test: install services
+	$(BIN)/pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,21 @@
+"""Kartlegging service: mapping cases opened on UDI's vedtak; mottak submits mappings.
+
+Run: `python -m services.kartlegging.app` (HTTP on CHAIN_KARTLEGGING_PORT, default 8101).
+"""
+
+from services.kartlegging import handlers
+from services.kartlegging.api import router
+from shared.service import ServiceSpec, create_app, serve
+
+SPEC = ServiceSpec(
+    name="kartlegging",
+    description="Competence mapping (kartlegging) before settlement, integreringslova § 6.",
+    bindings=("vedtak.*",),
+    handlers=handlers.EVENT_HANDLERS,
+    routers=[router],
+)
+
+app = create_app(SPEC)
+
+if __name__ == "__main__":
+    serve(app, SPEC.name, 8101)

@@ -1,0 +1,21 @@
+"""Kompetanse service: individual competence data for authorised consumers (NAV and others).
+
+Run: `python -m services.kompetanse.app` (HTTP on CHAIN_KOMPETANSE_PORT, default 8103).
+"""
+
+from services.kompetanse import handlers
+from services.kompetanse.api import router
+from shared.service import ServiceSpec, create_app, serve
+
+SPEC = ServiceSpec(
+    name="kompetanse",
+    description="Individual competence data, served only to authorised consumers; every access audited.",
+    bindings=("kartlegging.*", "bosetting.*"),
+    handlers=handlers.EVENT_HANDLERS,
+    routers=[router],
+)
+
+app = create_app(SPEC)
+
+if __name__ == "__main__":
+    serve(app, SPEC.name, 8103)

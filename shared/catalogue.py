@@ -1,0 +1,229 @@
+"""The event catalogue: every event on `chain.events`, typed and versioned.
+
+Each event's `data` is a pydantic model registered here under its name (which is also the
+AMQP routing key) and version. Consumers are tolerant readers (unknown fields are ignored),
+so fields may be added within a version; any other change is a new version that is
+published beside the old one until subscribers have moved.
+
+Domain words, explained once:
+- vedtak: UDI's decision on residence (opphald) or, for resettlement refugees, entry
+  permit (innreiseløyve). It starts the waiting-time clock.
+- kartlegging: competence mapping of a person before settlement (integreringslova § 6).
+- fordelt: IMDi has allocated the household to a kommune (municipality).
+- avslått: the kommune refused the allocation; the case is fordelingsklar again.
+- avtale inngått (søkt ut): the kommune agreed, with a settlement date.
+- bosatt: the household has moved in; settlement is done.
+- mottak: asylum reception centre.
+- REG-nummer: UDI's household reference; a household is allocated and settled together.
+
+Personal data: the bus carries pseudonymous person ids (`p-...`), never a fødselsnummer
+or a name. Details stay in the services.
+"""
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.envelope import Envelope
+
+PersonId = Annotated[
+    str, StringConstraints(pattern=r"^p-[0-9a-f]{16,64}$"), Field(description="Pseudonymous person id")
+]
+Kommunenummer = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]{4}$"), Field(description="Statistics Norway's municipality number")
+]
+RegNummer = Annotated[
+    str, StringConstraints(pattern=r"^REG-[0-9A-Z]{4,20}$"), Field(description="UDI's household reference")
+]
+
+
+class Kategori(StrEnum):
+    """Person category that sets the deadline target and the capacity group."""
+
+    einsleg_mindrearig = "einsleg_mindrearig"  # unaccompanied minor, 3 months
+    barnefamilie = "barnefamilie"  # family with children under 18, 3 months
+    vaksen = "vaksen"  # other adults, 6 months
+
+
+class Sakstype(StrEnum):
+    asyl = "asyl"
+    overforing = "overforing"  # resettlement (quota) refugee; clock starts at entry permit
+    kollektivt_vern = "kollektivt_vern"  # temporary collective protection (Ukraine)
+    familiesameining = "familiesameining"
+
+
+class Kartleggingstype(StrEnum):
+    ordinaer = "ordinaer"
+    forenkla = "forenkla"  # simplified mapping, for collective protection
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    version: int
+    model: type[EventData]
+    producer: str
+    description: str
+
+    @property
+    def dataschema(self) -> str:
+        return f"urn:chain:schema:{self.name}:v{self.version}"
+
+
+CATALOGUE: dict[str, EventType] = {}
+
+
+def event(name: str, version: int, producer: str):
+    """Register a data model in the catalogue under its event name and version."""
+
+    def register(model: type[EventData]) -> type[EventData]:
+        et = EventType(name, version, model, producer, (model.__doc__ or "").strip())
+        CATALOGUE[et.dataschema] = et
+        model.event_type = et  # type: ignore[attr-defined]
+        return model
+
+    return register
+
+
+def event_type_of(model: type[EventData] | EventData) -> EventType:
+    return model.event_type  # type: ignore[attr-defined]
+
+
+class UnknownEvent(ValueError):
+    pass
+
+
+def parse_data(envelope: Envelope) -> EventData:
+    """The typed data of an envelope; raises UnknownEvent or ValidationError."""
+    et = CATALOGUE.get(envelope.dataschema)
+    if et is None or et.name != envelope.type:
+        raise UnknownEvent(f"unknown event type/schema: {envelope.type} {envelope.dataschema}")
+    return et.model.model_validate(envelope.data)
+
+
+# --- UDI -------------------------------------------------------------------------------
+
+
+class VedtakPerson(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    person_id: PersonId
+    fodselsar: int = Field(ge=1900, le=2100, description="Year of birth")
+    kjonn: Literal["K", "M", "X"]
+
+
+@event("vedtak.fattet", 1, producer="udi")
+class VedtakFattet(EventData):
+    """UDI has decided residence (or an entry permit) for a household: the clock starts."""
+
+    reg_nummer: RegNummer
+    kategori: Kategori
+    sakstype: Sakstype
+    vedtakstype: Literal["opphald", "innreiseloyve"]
+    vedtaksdato: date
+    mottak_id: str | None = Field(default=None, max_length=40, description="Reception centre, if any")
+    privatbuande: bool = Field(default=False, description="Lives privately, outside reception")
+    bustadkommune: Kommunenummer | None = Field(default=None, description="Where a privately living household lives")
+    personar: list[VedtakPerson] = Field(min_length=1, max_length=30)
+
+
+# --- mottak ----------------------------------------------------------------------------
+
+
+@event("mottak.status_endret", 1, producer="mottak")
+class MottakStatusEndret(EventData):
+    """A reception centre reports that a resident's status changed."""
+
+    mottak_id: str = Field(max_length=40)
+    status: Literal["innkvartert", "flytta", "utflytta"]
+    dato: date
+
+
+# --- kartlegging -----------------------------------------------------------------------
+
+
+@event("kartlegging.startet", 1, producer="kartlegging")
+class KartleggingStartet(EventData):
+    """A mapping case is open for the persons of a household who are to be mapped."""
+
+    kartleggingstype: Kartleggingstype
+    personar: list[PersonId]
+
+
+class Utdanning(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    niva: Literal["ingen", "grunnskule", "vidaregaande", "fagskule", "bachelor", "master", "doktorgrad"]
+    fagfelt: str | None = Field(default=None, max_length=100)
+    ar: int = Field(ge=0, le=30, description="Years of schooling")
+    dokumentert: bool = False
+
+
+class Arbeidserfaring(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    yrke: str = Field(max_length=100)
+    sektor: str = Field(max_length=100)
+    ar: int = Field(ge=0, le=60)
+
+
+class Sprak(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    sprak: str = Field(max_length=40)
+    niva: Literal["ingen", "A1", "A2", "B1", "B2", "C1", "C2", "morsmal"]
+
+
+@event("kartlegging.fullfort", 1, producer="kartlegging")
+class KartleggingFullfort(EventData):
+    """One person's competence mapping is complete (competence only, keyed by pseudonym)."""
+
+    person_id: PersonId
+    kartleggingstype: Kartleggingstype
+    utdanning: Utdanning
+    arbeid: list[Arbeidserfaring] = Field(default_factory=list, max_length=20)
+    sprak: list[Sprak] = Field(default_factory=list, max_length=20)
+    sak_komplett: bool = Field(description="True when every person to be mapped in the case is mapped")
+
+
+# --- bosetting -------------------------------------------------------------------------
+
+
+@event("bosetting.fordelt", 1, producer="bosetting")
+class Fordelt(EventData):
+    """IMDi has allocated the household to a kommune, which must now accept or refuse."""
+
+    reg_nummer: RegNummer
+    kommunenummer: Kommunenummer
+    kategori: Kategori
+    personar: list[PersonId]
+
+
+@event("bosetting.avslatt", 1, producer="bosetting")
+class Avslatt(EventData):
+    """The kommune refused the allocation; the case is fordelingsklar again."""
+
+    kommunenummer: Kommunenummer
+    grunn: str = Field(max_length=500)
+
+
+@event("bosetting.avtale_inngatt", 1, producer="bosetting")
+class AvtaleInngatt(EventData):
+    """The kommune agreed to settle the household on the agreed date (status søkt ut)."""
+
+    kommunenummer: Kommunenummer
+    busetjingsdato: date
+
+
+@event("bosetting.bosatt", 1, producer="bosetting")
+class Bosatt(EventData):
+    """The household has moved in. Triggers the integration grant."""
+
+    kommunenummer: Kommunenummer
+    busetjingsdato: date
+    kategori: Kategori
+    personar: list[PersonId]
+    vedtaksdato: date

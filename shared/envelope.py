@@ -1,0 +1,42 @@
+"""The one envelope every message on the bus wears: CloudEvents 1.0, structured JSON mode.
+
+Extensions: `correlationid` (the whole chain of a case's work), `causationid` (the event
+that caused this one) and `sequence` (per source and subject, starting at 1 and increasing
+by one), which lets a consumer detect gaps and hold an event until its predecessors arrive.
+"""
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+CONTENT_TYPE = "application/cloudevents+json"
+MAX_MESSAGE_BYTES = 256 * 1024
+
+SakId = Field(pattern=r"^sak-[0-9a-z-]{6,60}$", description="Case id (saksnummer), one per household")
+
+
+class Envelope(BaseModel):
+    # Other CloudEvents extensions are allowed and carried along untouched.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: UUID = Field(default_factory=uuid4, description="Unique per event; with `source` the inbox key")
+    source: str = Field(min_length=1, max_length=200, description="Producer, e.g. urn:chain:bosetting")
+    type: str = Field(min_length=1, max_length=100, description="Event name; also the AMQP routing key")
+    time: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    subject: str = SakId
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str = Field(min_length=1, max_length=200)
+    data: dict[str, Any]
+    correlationid: UUID
+    causationid: UUID | None = None
+    sequence: int = Field(ge=1, description="Per source and subject: 1, 2, 3, ...")
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """Parse a message body; raises ValueError (or pydantic's ValidationError) with a reason."""
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"message of {len(body)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
+    return Envelope.model_validate_json(body)

@@ -1,0 +1,151 @@
+"""Wiring shared by every service process: database, broker, topology, river, HTTP.
+
+A service is declared as a `ServiceSpec` (its queue bindings, handlers, HTTP routers and
+background loops); `create_app` turns it into a FastAPI app whose lifespan starts the
+FastStream subscriber, so one process serves both the queue and HTTP.
+"""
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aio_pika
+import asyncpg
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
+
+from shared import topology
+from shared.config import Settings, settings
+from shared.db import open_database
+from shared.http import install_problem_handlers, problem_response
+from shared.log import configure, get_logger
+from shared.outbox import outbox_backlog
+from shared.river import Handler, River
+
+log = get_logger()
+
+
+@dataclass
+class Runtime:
+    """What handlers, endpoints and loops of a running service share."""
+
+    name: str
+    settings: Settings
+    pool: asyncpg.Pool
+    broker: RabbitBroker
+    river: River
+
+    @property
+    def source(self) -> str:
+        return self.river.source
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    bindings: tuple[str, ...]
+    handlers: dict[str, Handler]
+    routers: list[APIRouter] = field(default_factory=list)
+    # Run once at start, before the queue is consumed (reference data and the like).
+    startup: list[Callable[[asyncpg.Pool], Awaitable[None]]] = field(default_factory=list)
+    loops: list[Callable[[Runtime, asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+    description: str = ""
+
+    def queue(self, cfg: Settings) -> topology.ServiceQueue:
+        return topology.ServiceQueue(self.name, self.bindings, tuple(cfg.retry_delays_ms))
+
+
+def create_app(spec: ServiceSpec) -> FastAPI:
+    cfg = settings()
+    configure(spec.name, cfg.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        queue = spec.queue(cfg)
+        await topology.declare_all(cfg.amqp_url, [queue], cfg.eventlog_max_age)
+        pool = await open_database(cfg.database_url(spec.name), ["shared", f"services.{spec.name}"], cfg.pg_pool_size)
+        for step in spec.startup:
+            await step(pool)
+        broker = RabbitBroker(cfg.amqp_url, graceful_timeout=20.0, logger=None)
+        river = River(spec.name, queue, pool, broker, spec.handlers, cfg.max_attempts)
+        subscribe(broker, river, cfg.prefetch)
+        await broker.start()
+        runtime = Runtime(spec.name, cfg, pool, broker, river)
+        app.state.runtime = runtime
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(loop(runtime, stop)) for loop in spec.loops]
+        log.info("service_started", queue=queue.name)
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.stop()  # waits for in-flight messages (graceful_timeout)
+            await pool.close()
+            log.info("service_stopped")
+
+    app = FastAPI(title=spec.name, description=spec.description, lifespan=lifespan)
+    install_problem_handlers(app)
+    for router in spec.routers:
+        app.include_router(router)
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready(request: Request):
+        rt: Runtime = request.app.state.runtime
+        checks = await readiness(rt)
+        if not all(checks.values()):
+            return problem_response(503, "Not ready", ", ".join(k for k, ok in checks.items() if not ok))
+        return {"status": "ready", "outbox_backlog": await outbox_backlog(rt.pool), "stats": rt.river.stats.__dict__}
+
+    return app
+
+
+def subscribe(broker: RabbitBroker, river: River, prefetch: int) -> None:
+    """Consume the river's queue: per-consumer prefetch (quorum queues refuse global QoS),
+    manual acks (the river acks after commit)."""
+
+    @broker.subscriber(
+        RabbitQueue(river.queue.name, declare=False),
+        ack_policy=AckPolicy.MANUAL,
+        channel=Channel(prefetch_count=prefetch),
+    )
+    async def consume(message: RabbitMessage) -> None:
+        await river.handle(message)
+
+
+async def readiness(rt: Runtime) -> dict[str, bool]:
+    checks = {"database": False, "consumer": False}
+    with contextlib.suppress(Exception):
+        checks["database"] = await rt.pool.fetchval("SELECT true")
+    # A consumer that did not come back after a broker restart leaves the connection up
+    # and the queue silent: check that our queue has a consumer, not only a connection.
+    with contextlib.suppress(Exception):
+        checks["consumer"] = await _queue_has_consumers(rt)
+    return checks
+
+
+async def _queue_has_consumers(rt: Runtime) -> bool:
+    connection = await aio_pika.connect(rt.settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(rt.name, passive=True)
+        return (queue.declaration_result.consumer_count or 0) > 0
+
+
+def current_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def serve(app: FastAPI, name: str, default_port: int) -> None:
+    """Run a service's app: `python -m services.<name>.app`; port from CHAIN_<NAME>_PORT."""
+    port = int(os.environ.get(f"CHAIN_{name.upper()}_PORT", default_port))
+    uvicorn.run(app, host=os.environ.get("CHAIN_HTTP_HOST", "127.0.0.1"), port=port, log_config=None, timeout_graceful_shutdown=25)

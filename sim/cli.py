@@ -1,0 +1,23 @@
+"""The operator CLI: `chain ...`."""
+
+import typer
+
+app = typer.Typer(help="Operate the asylum-to-settlement chain.", no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Operate the asylum-to-settlement chain."""
+
+
+@app.command()
+def demo(
+    households: int = typer.Option(1500, help="Households to run through the chain"),
+    seed: int = typer.Option(2023, help="Workload seed (same seed, same households)"),
+    rate: float = typer.Option(40.0, help="Vedtak per second from UDI"),
+    timeout: float = typer.Option(600.0, help="Give up after this many seconds"),
+) -> None:
+    """Run the whole chain live on a simulated workload and show the result."""
+    from sim.demo import main
+
+    raise typer.Exit(main(households, seed, rate, timeout))

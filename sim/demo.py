@@ -1,0 +1,124 @@
+"""`chain demo`: the whole chain, live, on a realistic workload.
+
+Resets its own environment (vhost `chain_demo`, databases `chain_demo_*`), starts the three
+services and their outbox relays as processes, and lets the simulator act as UDI, mottak
+and kommunar until every household is settled. Exits 0 only if every case reached bosatt.
+"""
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sim.actors import Simulator
+from sim.environment import Environment, wait_until
+from sim.processes import ProcessGroup
+from sim.workload import households
+
+console = Console()
+KOMMUNAR_CSV = Path(__file__).resolve().parent.parent / "services" / "bosetting" / "kommunar.csv"
+
+
+def kommunar() -> list[tuple[str, int]]:
+    rows = KOMMUNAR_CSV.read_text(encoding="utf-8").splitlines()[1:]
+    return [(r.split(";")[0], int(r.split(";")[3])) for r in rows]
+
+
+async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "chain_demo") -> bool:
+    env = Environment(env_name)
+    workload = households(n, seed, [k for k, _ in kommunar()])
+    console.print(
+        f"[bold]Chain demo[/]: {n} households, {sum(h.persons for h in workload)} persons, seed {seed}; "
+        f"vedtak arrive at {rate:g}/s. Environment: vhost and databases '{env_name}'."
+    )
+    await env.reset()
+    procs = ProcessGroup(env, Path("var/logs") / env_name)
+    started = time.monotonic()
+    try:
+        await procs.start_all()
+        console.print(f"Services and relays up in {time.monotonic() - started:.1f}s (logs in {procs.log_dir}/)")
+        async with Simulator(env, workload) as sim:
+            await sim.decide_capacity(kommunar())
+            t0 = time.monotonic()
+            arrivals = asyncio.create_task(sim.publish_vedtak(rate))
+            await _show_progress(sim, timeout)
+            arrivals.cancel()
+            elapsed = time.monotonic() - t0
+            await _summary(env, sim, elapsed)
+            return sim.done and not sim.errors
+    finally:
+        procs.stop_all()
+
+
+async def _show_progress(sim: Simulator, timeout: float) -> None:
+    progress = Progress(
+        TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    n = len(sim.households)
+    tasks = {k: progress.add_task(label, total=n) for k, label in
+             [("vedtak", "vedtak fattet (UDI)"), ("fordelt", "fordelt (allocations)"),
+              ("avtale", "avtale inngått"), ("bosatt", "bosatt (settled)")]}
+    deadline = time.monotonic() + timeout
+    with Live(progress, console=console, refresh_per_second=4):
+        while not sim.done and time.monotonic() < deadline:
+            for key, task in tasks.items():
+                progress.update(task, completed=sim.counts[key], total=max(n, sim.counts[key]))
+            await asyncio.sleep(0.25)
+        for key, task in tasks.items():
+            progress.update(task, completed=sim.counts[key], total=max(n, sim.counts[key]))
+
+
+async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
+    cfg = env.settings()
+    async with httpx.AsyncClient(timeout=10) as http:
+        stats = (await http.get(env.url("bosetting") + "/statistikk")).json()
+        dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
+        kompetanse = (await http.get(env.url("kompetanse") + "/statistikk",
+                                     headers={"Authorization": f"Bearer {cfg.kompetanse_token}"})).json()
+        # The outbox relays may still be marking their last rows: wait for them to drain.
+        await wait_until(lambda: _outboxes_empty(http, env), 10)
+
+    table = Table(title="Cases per status (bosetting)")
+    table.add_column("status")
+    table.add_column("saker", justify="right")
+    table.add_column("personar", justify="right")
+    for status in ("under_kartlegging", "fordelingsklar", "fordelt", "sokt_ut", "bosatt"):
+        row = stats["per_status"].get(status, {"saker": 0, "personar": 0})
+        table.add_row(status, str(row["saker"]), str(row["personar"]))
+    console.print(table)
+
+    lat = sim.latencies()
+    persons = sim.persons()
+    summary = Table(title="Run summary", show_header=False)
+    summary.add_row("households settled", f"{len(sim.settled_at)} of {len(sim.households)}")
+    summary.add_row("persons", str(persons))
+    summary.add_row("refusals by kommunar", str(sim.counts["avslatt"]))
+    summary.add_row("persons mapped before settlement", f"{dekning['kartlagde']} of {dekning['personar']} to be mapped")
+    summary.add_row("competence profiles (kompetanse)", f"{kompetanse['med_kompetanse']} mapped, {kompetanse['bosatte']} settled")
+    summary.add_row("wall time", f"{elapsed:.1f}s ({persons / elapsed:.0f} persons/s)")
+    if lat:
+        summary.add_row("vedtak -> bosatt, wall clock", f"median {statistics.median(lat):.2f}s, p95 {lat[int(0.95 * (len(lat) - 1))]:.2f}s")
+    if stats["dagar_vedtak_til_busetjingsdato_snitt"] is not None:
+        summary.add_row("vedtak -> agreed settlement date", f"{stats['dagar_vedtak_til_busetjingsdato_snitt']:.0f} days on average (simulated)")
+    if sim.errors:
+        summary.add_row("[red]errors[/]", "; ".join(sim.errors[:5]))
+    console.print(summary)
+    verdict = "[green]every case reached bosatt[/]" if sim.done and not sim.errors else "[red]not every case was settled[/]"
+    console.print(verdict)
+
+
+async def _outboxes_empty(http: httpx.AsyncClient, env: Environment) -> bool:
+    for service in ("kartlegging", "bosetting", "kompetanse"):
+        if (await http.get(env.url(service) + "/health/ready")).json().get("outbox_backlog", 0):
+            return False
+    return True
+
+
+def main(n: int, seed: int, rate: float, timeout: float) -> int:
+    return 0 if asyncio.run(run(n, seed, rate, timeout)) else 1

@@ -1,0 +1,73 @@
+"""An isolated environment for a demo or test run: its own RabbitMQ vhost and database
+names, so a run never touches another run's (or production's) queues and data."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import asyncpg
+
+from shared.config import Settings
+
+SERVICES = ("kartlegging", "bosetting", "kompetanse")
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str  # vhost and database prefix
+    base_port: int = 8101
+
+    def settings(self) -> Settings:
+        base = Settings()
+        amqp = base.amqp_url.rstrip("/") + "/" + quote(self.name, safe="")
+        return base.model_copy(update={"amqp_url": amqp, "db_prefix": f"{self.name}_"})
+
+    def env(self) -> dict[str, str]:
+        cfg = self.settings()
+        env = dict(os.environ)
+        env.update(
+            {
+                "CHAIN_AMQP_URL": cfg.amqp_url,
+                "CHAIN_DB_PREFIX": cfg.db_prefix,
+                "CHAIN_PG_URL": cfg.pg_url,
+                "CHAIN_RETRY_DELAYS_MS": "[100, 500, 2000, 5000]",
+            }
+        )
+        for i, service in enumerate(SERVICES):
+            env[f"CHAIN_{service.upper()}_PORT"] = str(self.base_port + i)
+        return env
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.base_port + SERVICES.index(service)}"
+
+    async def reset(self) -> None:
+        """Drop this environment's databases and recreate its vhost, empty."""
+        _reset_vhost(self.name)
+        cfg = self.settings()
+        conn = await asyncpg.connect(cfg.pg_url.rstrip("/") + "/postgres")
+        try:
+            for service in SERVICES:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{cfg.db_prefix}{service}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+def _reset_vhost(vhost: str) -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    user = Settings().amqp_url.split("//", 1)[1].split(":", 1)[0]
+    for args in (["delete_vhost", vhost], ["add_vhost", vhost], ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"]):
+        result = subprocess.run([ctl, "-q", *args], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0 and args[0] != "delete_vhost":
+            raise RuntimeError(f"rabbitmqctl {args[0]} failed: {result.stderr.strip()}")
+
+
+async def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval)
+    return False

@@ -1,0 +1,78 @@
+"""Start, kill and stop the chain's processes (three services and their outbox relays)."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sim.environment import SERVICES, Environment
+
+
+@dataclass
+class ProcessGroup:
+    environment: Environment
+    log_dir: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def commands(self) -> dict[str, list[str]]:
+        cmds = {}
+        for service in SERVICES:
+            cmds[service] = [sys.executable, "-m", f"services.{service}.app"]
+            cmds[f"{service}-relay"] = [sys.executable, "-m", "shared.relay", service]
+        return cmds
+
+    def start(self, name: str) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.procs[name] = subprocess.Popen(
+            self.commands()[name], env=self.environment.env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+
+    async def start_all(self, timeout: float = 60.0) -> None:
+        for name in self.commands():
+            self.start(name)
+        await self.wait_ready(SERVICES, timeout)
+
+    async def wait_ready(self, services, timeout: float = 60.0) -> None:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for service in services:
+                deadline = asyncio.get_running_loop().time() + timeout
+                while True:
+                    self._check_alive(service)
+                    try:
+                        if (await client.get(f"{self.environment.url(service)}/health/ready")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise TimeoutError(f"{service} not ready after {timeout}s (see {self.log_dir}/{service}.log)")
+                    await asyncio.sleep(0.2)
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} (see {self.log_dir}/{name}.log)")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no cleanup, no graceful shutdown; what was in flight must not be lost."""
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
