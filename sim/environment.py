@@ -49,8 +49,9 @@ class Environment:
         cfg = self.settings()
         conn = await asyncpg.connect(cfg.pg_url.rstrip("/") + "/postgres")
         try:
-            for service in SERVICES:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{cfg.db_prefix}{service}" WITH (FORCE)')
+            names = await conn.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", cfg.db_prefix)
+            for row in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
         finally:
             await conn.close()
 

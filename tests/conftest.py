@@ -1,0 +1,42 @@
+"""Test fixtures. Integration tests use the real RabbitMQ and PostgreSQL, isolated in the
+vhost `chain_test` and databases `chain_test_*` (dropped and recreated per session)."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from shared.log import configure
+from sim.environment import Environment
+from sim.processes import ProcessGroup
+
+ENV = Environment("chain_test", base_port=8201)
+
+configure("tests", "WARNING")
+
+
+@pytest.fixture(scope="session")
+async def env() -> Environment:
+    await ENV.reset()
+    return ENV
+
+
+@pytest.fixture(scope="session")
+async def chain(env):
+    """The three services and their relays, running as processes."""
+    procs = ProcessGroup(env, Path("var/logs/chain_test"))
+    await procs.start_all()
+    yield procs
+    procs.stop_all()
+
+
+async def eventually(check, timeout: float = 30.0, interval: float = 0.1):
+    """Poll an async check until it returns something truthy; fail with its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
