@@ -91,6 +91,7 @@ class Relay:
         self.publish_timeout = publish_timeout
         self.wakeup = asyncio.Event()
         self.published = 0
+        self._pruned_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await asyncpg.connect(self.db_url)
@@ -108,6 +109,7 @@ class Relay:
                 exchange = await declare_core(channel)
                 log.info("relay_active")
                 while not stop.is_set():
+                    await self.prune(listener)
                     sent = await self.publish_batch(listener, exchange)
                     if sent < self.batch:
                         self.wakeup.clear()
@@ -115,6 +117,13 @@ class Relay:
                             await asyncio.wait_for(self.wakeup.wait(), 1.0)
         finally:
             await listener.close()
+
+    async def prune(self, conn: asyncpg.Connection) -> None:
+        """Published rows are kept a week for inspection (the event log keeps the events)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._pruned_at > 600:
+            self._pruned_at = now
+            await conn.execute("DELETE FROM outbox WHERE published_at < now() - interval '7 days'")
 
     async def publish_batch(self, conn: asyncpg.Connection, exchange) -> int:
         rows = await conn.fetch(

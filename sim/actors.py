@@ -58,16 +58,23 @@ class Simulator:
             await self._call("PUT", "bosetting", f"/kommunar/{knr}/kapasitet", places)
 
     async def publish_vedtak(self, per_second: float) -> None:
-        """UDI's decisions arrive at the given rate; mottak reports each resident's status."""
+        """UDI's decisions arrive at the given rate; mottak reports each resident's status.
+        Each tick's arrivals are published together, many confirms in flight."""
         started = time.monotonic()
-        for i, h in enumerate(self.households):
-            await asyncio.sleep(max(0.0, started + i / per_second - time.monotonic()))
-            self.published_at[h.sak_id] = time.monotonic()
-            await publish_envelope(self.exchange, envelope_for(h.vedtak, h.sak_id, UDI, 1))
-            if h.vedtak.mottak_id:
-                status = MottakStatusEndret(mottak_id=h.vedtak.mottak_id, status="innkvartert", dato=h.vedtak.vedtaksdato)
-                await publish_envelope(self.exchange, envelope_for(status, h.sak_id, f"urn:no:mottak:{h.vedtak.mottak_id}", 1))
-            self.counts["vedtak"] += 1
+        due = 0
+        while due < len(self.households):
+            await asyncio.sleep(0.1)
+            until = min(len(self.households), int((time.monotonic() - started) * per_second) + 1)
+            await asyncio.gather(*(self._arrive(h) for h in self.households[due:until]))
+            due = until
+
+    async def _arrive(self, h: Household) -> None:
+        self.published_at[h.sak_id] = time.monotonic()
+        await publish_envelope(self.exchange, envelope_for(h.vedtak, h.sak_id, UDI, 1))
+        if h.vedtak.mottak_id:
+            status = MottakStatusEndret(mottak_id=h.vedtak.mottak_id, status="innkvartert", dato=h.vedtak.vedtaksdato)
+            await publish_envelope(self.exchange, envelope_for(status, h.sak_id, f"urn:no:mottak:{h.vedtak.mottak_id}", 1))
+        self.counts["vedtak"] += 1
 
     # --- reactions -----------------------------------------------------------------------
 
