@@ -15,7 +15,7 @@ def redact(value):
     if isinstance(value, str):
         return FNR_LIKE.sub(REDACTED, value)
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        return {redact(k): redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and 10**10 <= abs(value) < 10**11:

@@ -84,9 +84,10 @@ async def unit_of_work(
 class Relay:
     """Publishes a service's outbox to `chain.events`, in order, with confirms."""
 
-    def __init__(self, db_url: str, amqp_url: str, batch: int = 500, publish_timeout: float = 10.0):
+    def __init__(self, db_url: str, amqp_url: str, eventlog_max_age: str, batch: int = 500, publish_timeout: float = 10.0):
         self.db_url = db_url
         self.amqp_url = amqp_url
+        self.eventlog_max_age = eventlog_max_age
         self.batch = batch
         self.publish_timeout = publish_timeout
         self.wakeup = asyncio.Event()
@@ -106,7 +107,7 @@ class Relay:
             connection = await aio_pika.connect_robust(self.amqp_url)
             async with connection:
                 channel = await connection.channel(publisher_confirms=True)
-                exchange = await declare_core(channel)
+                exchange = await declare_core(channel, self.eventlog_max_age)
                 log.info("relay_active")
                 while not stop.is_set():
                     await self.prune(listener)

@@ -25,7 +25,7 @@ async def main(service: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    relay = Relay(url, cfg.amqp_url)
+    relay = Relay(url, cfg.amqp_url, cfg.eventlog_max_age)
     while not stop.is_set():
         try:
             await relay.run(stop)

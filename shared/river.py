@@ -67,7 +67,7 @@ class River:
 
     async def handle(self, message: RabbitMessage) -> None:
         """Process one delivery and settle it (ack) exactly once."""
-        attempt = int((message.headers or {}).get("x-attempt", 0))
+        attempt = _attempt(message.headers)
         try:
             envelope = parse_envelope(message.body)
             data = parse_data(envelope)
@@ -177,6 +177,13 @@ class River:
 
 DEFAULT_EXCHANGE = RabbitExchange("", declare=False)
 DEAD_LETTERS = RabbitExchange(DLX, declare=False)
+
+
+def _attempt(headers: dict | None) -> int:
+    try:
+        return max(0, int((headers or {}).get("x-attempt", 0)))
+    except (TypeError, ValueError):
+        return 0  # a forged or broken header must not wedge the message
 
 
 def _describe(exc: Exception) -> str:

@@ -119,7 +119,13 @@ def subscribe(broker: RabbitBroker, river: River, prefetch: int) -> None:
         channel=Channel(prefetch_count=prefetch),
     )
     async def consume(message: RabbitMessage) -> None:
-        await river.handle(message)
+        try:
+            await river.handle(message)
+        except Exception as exc:  # the broker refused the retry or dead-letter copy
+            log.error("message_returned", error=type(exc).__name__)
+            # Back to the queue; the delivery limit dead-letters it if this keeps happening.
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
 
 
 async def readiness(rt: Runtime) -> dict[str, bool]:

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import aio_pika
-import httpx
+import aiohttp
 
 from shared.catalogue import Kategori, MottakStatusEndret
 from shared.envelope import parse_envelope
@@ -40,14 +40,18 @@ class Simulator:
         self.queue = await self.channel.declare_queue(self.queue_name, durable=True, arguments={"x-queue-type": "quorum"})
         for key in LISTENS_TO:
             await self.queue.bind(self.exchange, key)
-        self.http = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=50))
+        # aiohttp rather than httpx here: the simulator makes thousands of calls a second
+        # and httpx's per-request overhead made it the demo's bottleneck (py-spy).
+        self.http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=20)
+        )
         self.by_sak = {h.sak_id: h for h in self.households}
         self._consumer_tag = await self.queue.consume(self._on_message)
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.queue.cancel(self._consumer_tag)
-        await self.http.aclose()
+        await self.http.close()
         await self.connection.close()
 
     # --- set-up and arrivals -------------------------------------------------------------
@@ -120,13 +124,14 @@ class Simulator:
         url = self.environment.url(service) + path
         for attempt in range(600):
             try:
-                response = await self.http.request(method, url, json=body)
-            except httpx.HTTPError:
-                response = None
-            if response is not None and (response.is_success or response.status_code == 409):
+                async with self.http.request(method, url, json=body) as response:
+                    status, text = response.status, await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                status, text = None, ""
+            if status is not None and (status < 300 or status == 409):
                 return
-            if response is not None and 400 <= response.status_code < 500:
-                raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text[:300]}")
+            if status is not None and 400 <= status < 500:
+                raise RuntimeError(f"{method} {path} -> {status}: {text[:300]}")
             await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
         raise TimeoutError(f"{method} {path}: service unavailable")
 

@@ -115,6 +115,7 @@ async def test_a_rejected_event_is_dead_lettered_at_once(bosetting):
     await bosetting.dead_letters()
     sak_id = new_sak_id()
     await bosetting.publish(envelope_for(vedtak(), sak_id, UDI, 1))
+    await eventually(lambda: sak_row(bosetting, sak_id))
     await bosetting.publish(envelope_for(vedtak(), sak_id, UDI, 2))  # a second, different vedtak for the case
     [letter] = await eventually(lambda: _n_dead_letters(bosetting, 1))
     assert letter.headers["x-error-kind"] == "rejected"

@@ -90,8 +90,10 @@ class Sak:
         ]
 
     def avtal(self, kommunenummer: str, busetjingsdato: date) -> list[EventData]:
-        """The kommune accepts: agreement with a settlement date. Repeating it is a no-op."""
-        if self.status == Status.sokt_ut and self.kommunenummer == kommunenummer and self.busetjingsdato == busetjingsdato:
+        """The kommune accepts: agreement with a settlement date. Repeating it is a no-op,
+        also after the household has moved in (a client retrying a lost answer)."""
+        repeated = self.kommunenummer == kommunenummer and self.busetjingsdato == busetjingsdato
+        if repeated and self.status in (Status.sokt_ut, Status.bosatt):
             return []
         self._krev(Status.fordelt, "avtal")
         self._krev_kommune(kommunenummer)
@@ -100,8 +102,9 @@ class Sak:
         return [AvtaleInngatt(kommunenummer=kommunenummer, busetjingsdato=busetjingsdato)]
 
     def avsla(self, kommunenummer: str, grunn: str) -> list[EventData]:
-        """The kommune refuses: back to fordelingsklar, never proposed to it again."""
-        if self.status == Status.fordelingsklar and kommunenummer in self.avslatt_av:
+        """The kommune refuses: back to fordelingsklar, never proposed to it again.
+        Repeating it is a no-op, even after the sak has been allocated elsewhere."""
+        if kommunenummer in self.avslatt_av:
             return []
         self._krev(Status.fordelt, "avsla")
         self._krev_kommune(kommunenummer)

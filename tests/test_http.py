@@ -1,0 +1,330 @@
+"""The services' HTTP APIs against the running chain: bad input gets a 4xx problem+json
+(RFC 9457), validation errors name fields but never echo submitted values, and the
+kompetanse API wants a bearer token and a purpose."""
+
+import aio_pika
+import httpx
+import pytest
+
+from shared.publish import envelope_for, publish_envelope
+from shared.topology import EVENTS
+from tests.conftest import eventually
+from tests.events import UDI, new_person_id, new_sak_id, vedtak
+
+pytestmark = pytest.mark.usefixtures("chain")
+
+PROBLEM = "application/problem+json"
+SECRET = "Ola Nordmann 01019912345"
+UTDANNING = {"niva": "bachelor", "ar": 15}
+
+
+def assert_problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    body = r.json()
+    assert body["status"] == status
+    assert body["title"]
+    return body
+
+
+def error_fields(body: dict) -> list[str]:
+    assert isinstance(body["errors"], list) and body["errors"]
+    for e in body["errors"]:
+        assert set(e) == {"field", "type", "message"}
+    return [e["field"] for e in body["errors"]]
+
+
+@pytest.fixture(scope="module")
+async def household(env):
+    """One household whose vedtak went over the bus; both services know its sak."""
+    v = vedtak(n_adults=2, n_children=1)
+    sak_id = new_sak_id()
+    connection = await aio_pika.connect(env.settings().amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS)
+        await publish_envelope(exchange, envelope_for(v, sak_id, UDI, 1))
+
+    async def known(service: str, path: str):
+        async with httpx.AsyncClient(base_url=env.url(service)) as http:
+            r = await http.get(path)
+            return r.json() if r.status_code == 200 else None
+
+    await eventually(lambda: known("bosetting", f"/saker/{sak_id}"))
+    await eventually(lambda: known("kartlegging", f"/kartleggingar/{sak_id}"))
+    adults = [p.person_id for p in v.personar if v.vedtaksdato.year - p.fodselsar >= 18]
+    return sak_id, adults
+
+
+@pytest.fixture
+async def bosetting(env):
+    async with httpx.AsyncClient(base_url=env.url("bosetting")) as http:
+        yield http
+
+
+@pytest.fixture
+async def kartlegging(env):
+    async with httpx.AsyncClient(base_url=env.url("kartlegging")) as http:
+        yield http
+
+
+@pytest.fixture
+async def kompetanse(env):
+    async with httpx.AsyncClient(base_url=env.url("kompetanse")) as http:
+        yield http
+
+
+# --- every service -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["kartlegging", "bosetting", "kompetanse"])
+async def test_openapi_is_served(env, service):
+    async with httpx.AsyncClient(base_url=env.url(service)) as http:
+        r = await http.get("/openapi.json")
+    assert r.status_code == 200
+    spec = r.json()
+    assert spec["openapi"].startswith("3.")
+    assert spec["info"]["title"]
+    assert spec["paths"]
+
+
+@pytest.mark.parametrize("service", ["kartlegging", "bosetting", "kompetanse"])
+async def test_an_unknown_route_is_a_404_problem(env, service):
+    async with httpx.AsyncClient(base_url=env.url(service)) as http:
+        r = await http.get("/finst-ikkje")
+    assert_problem(r, 404)
+
+
+# --- kartlegging -----------------------------------------------------------------------
+
+
+async def test_kartlegging_without_utdanning_is_422_naming_the_field(kartlegging, household):
+    sak_id, adults = household
+    r = await kartlegging.post(f"/kartleggingar/{sak_id}/personar/{adults[0]}", json={"arbeid": [], "sprak": []})
+    body = assert_problem(r, 422)
+    assert error_fields(body) == ["body.utdanning"]
+    assert body["errors"][0]["type"] == "missing"
+    status = (await kartlegging.get(f"/kartleggingar/{sak_id}")).json()
+    assert status["personar"][adults[0]] is False
+
+
+async def test_kartlegging_422_does_not_echo_submitted_values(kartlegging, household):
+    sak_id, adults = household
+    r = await kartlegging.post(
+        f"/kartleggingar/{sak_id}/personar/{adults[0]}",
+        json={
+            "utdanning": {"niva": SECRET, "ar": 15, "fagfelt": SECRET * 10},
+            "arbeid": [{"yrke": SECRET, "sektor": "helse", "ar": SECRET}],
+            "namn": SECRET,
+        },
+    )
+    body = assert_problem(r, 422)
+    fields = error_fields(body)
+    assert "body.namn" in fields
+    assert "body.utdanning.niva" in fields
+    assert "body.utdanning.fagfelt" in fields
+    assert "body.arbeid.0.ar" in fields
+    assert SECRET not in r.text
+    assert "01019912345" not in r.text
+    assert "Nordmann" not in r.text
+
+
+async def test_kartlegging_malformed_json_is_422_without_echo(kartlegging, household):
+    sak_id, adults = household
+    r = await kartlegging.post(
+        f"/kartleggingar/{sak_id}/personar/{adults[0]}",
+        content=f'{{"utdanning": "{SECRET}"'.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert_problem(r, 422)
+    assert "01019912345" not in r.text
+
+
+async def test_kartlegging_for_an_unknown_sak_is_404(kartlegging):
+    r = await kartlegging.post(f"/kartleggingar/{new_sak_id()}/personar/{new_person_id()}", json={"utdanning": UTDANNING})
+    assert_problem(r, 404)
+    assert_problem(await kartlegging.get(f"/kartleggingar/{new_sak_id()}"), 404)
+
+
+async def test_kartlegging_for_a_person_not_in_the_sak_is_404(kartlegging, household):
+    sak_id, _ = household
+    r = await kartlegging.post(f"/kartleggingar/{sak_id}/personar/{new_person_id()}", json={"utdanning": UTDANNING})
+    assert_problem(r, 404)
+
+
+@pytest.mark.parametrize(
+    "sak_id, person_id, bad",
+    [
+        ("SAK-TEST-123456", "p-" + "ab" * 10, "path.sak_id"),
+        ("sak-1", "p-" + "ab" * 10, "path.sak_id"),
+        ("sak-test-123456", "01019912345", "path.person_id"),
+        ("sak-test-123456", "p-XYZ", "path.person_id"),
+    ],
+)
+async def test_kartlegging_bad_path_is_422(kartlegging, sak_id, person_id, bad):
+    r = await kartlegging.post(f"/kartleggingar/{sak_id}/personar/{person_id}", json={"utdanning": UTDANNING})
+    body = assert_problem(r, 422)
+    assert bad in error_fields(body)
+    assert sak_id not in r.text
+    assert person_id not in r.text
+
+
+async def test_kartlegging_accepts_then_refuses_a_different_resubmission(kartlegging, household):
+    sak_id, adults = household
+    url = f"/kartleggingar/{sak_id}/personar/{adults[1]}"
+    first = await kartlegging.post(url, json={"utdanning": UTDANNING})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"sak_id": sak_id, "person_id": adults[1], "sak_komplett": False}
+    again = await kartlegging.post(url, json={"utdanning": UTDANNING})
+    assert again.status_code == 200, again.text
+    assert_problem(await kartlegging.post(url, json={"utdanning": {"niva": "master", "ar": 17}}), 409)
+
+
+# --- bosetting -------------------------------------------------------------------------
+
+
+async def test_svar_akseptert_without_busetjingsdato_is_422(bosetting, household):
+    sak_id, _ = household
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "akseptert"})
+    body = assert_problem(r, 422)
+    assert any("busetjingsdato" in e["message"] for e in body["errors"])
+
+
+async def test_svar_avslatt_without_grunn_is_422(bosetting, household):
+    sak_id, _ = household
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "avslatt"})
+    body = assert_problem(r, 422)
+    assert any("grunn" in e["message"] for e in body["errors"])
+
+
+async def test_svar_with_an_unknown_answer_or_field_is_422_without_echo(bosetting, household):
+    sak_id, _ = household
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": SECRET})
+    assert "body.svar" in error_fields(assert_problem(r, 422))
+    r = await bosetting.post(
+        f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "avslatt", "grunn": "full", "kommentar": SECRET}
+    )
+    assert "body.kommentar" in error_fields(assert_problem(r, 422))
+    assert SECRET not in r.text
+
+
+async def test_svar_on_an_unknown_sak_is_404(bosetting):
+    r = await bosetting.post(
+        f"/kommunar/0301/saker/{new_sak_id()}/svar", json={"svar": "akseptert", "busetjingsdato": "2023-09-01"}
+    )
+    assert_problem(r, 404)
+    r = await bosetting.post(f"/kommunar/0301/saker/{new_sak_id()}/svar", json={"svar": "avslatt", "grunn": "full"})
+    assert_problem(r, 404)
+
+
+async def test_svar_on_a_sak_not_allocated_is_409(bosetting, household):
+    sak_id, _ = household
+    r = await bosetting.post(
+        f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "akseptert", "busetjingsdato": "2023-09-01"}
+    )
+    assert_problem(r, 409)
+    assert (await bosetting.get(f"/saker/{sak_id}")).json()["status"] == "under_kartlegging"
+
+
+async def test_busetjing_on_a_sak_not_sokt_ut_is_409(bosetting, household):
+    sak_id, _ = household
+    r = await bosetting.post(f"/saker/{sak_id}/busetjing", json={"busetjingsdato": "2023-09-01"})
+    body = assert_problem(r, 409)
+    assert "under_kartlegging" in body.get("detail", "")
+    sak = (await bosetting.get(f"/saker/{sak_id}")).json()
+    assert sak["status"] == "under_kartlegging"
+    assert sak["busetjingsdato"] is None
+
+
+async def test_busetjing_on_an_unknown_sak_is_404(bosetting):
+    assert_problem(await bosetting.post(f"/saker/{new_sak_id()}/busetjing", json={"busetjingsdato": "2023-09-01"}), 404)
+    assert_problem(await bosetting.get(f"/saker/{new_sak_id()}"), 404)
+
+
+async def test_busetjing_with_a_bad_date_is_422(bosetting, household):
+    sak_id, _ = household
+    r = await bosetting.post(f"/saker/{sak_id}/busetjing", json={"busetjingsdato": "01.09.2023"})
+    assert error_fields(assert_problem(r, 422)) == ["body.busetjingsdato"]
+
+
+async def test_bosetting_bad_path_is_422(bosetting):
+    r = await bosetting.get("/saker/SAK-1")
+    assert "path.sak_id" in error_fields(assert_problem(r, 422))
+    r = await bosetting.post(f"/kommunar/301/saker/{new_sak_id()}/svar", json={"svar": "avslatt", "grunn": "full"})
+    assert "path.kommunenummer" in error_fields(assert_problem(r, 422))
+
+
+async def test_kapasitet_for_an_unknown_kommune_is_404(bosetting):
+    r = await bosetting.put("/kommunar/9999/kapasitet", json={"vaksen": 5})
+    assert_problem(r, 404)
+    kommunar = (await bosetting.get("/kommunar")).json()
+    assert "9999" not in {k["kommunenummer"] for k in kommunar}
+
+
+async def test_negative_kapasitet_is_422(bosetting):
+    before = (await bosetting.get("/kommunar")).json()
+    r = await bosetting.put("/kommunar/0301/kapasitet", json={"vaksen": -1})
+    assert error_fields(assert_problem(r, 422)) == ["body.vaksen"]
+    r = await bosetting.put("/kommunar/0301/kapasitet", json={"barnefamilie": 5, "turistar": 3})
+    assert "body.turistar" in error_fields(assert_problem(r, 422))
+    assert (await bosetting.get("/kommunar")).json() == before
+
+
+# --- kompetanse ------------------------------------------------------------------------
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_kompetanse_without_a_token_is_401(kompetanse):
+    r = await kompetanse.get(f"/personar/{new_person_id()}/kompetanse", params={"formal": "oppfolging"})
+    assert_problem(r, 401)
+    assert_problem(await kompetanse.get("/statistikk"), 401)
+
+
+async def test_kompetanse_with_a_wrong_token_is_401(env, kompetanse):
+    token = env.settings().kompetanse_token
+    url = f"/personar/{new_person_id()}/kompetanse"
+    wrong = (
+        bearer(token + "x"),
+        bearer("x" * len(token)),
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": token},
+    )
+    for headers in wrong:
+        r = await kompetanse.get(url, params={"formal": "oppfolging"}, headers=headers)
+        assert_problem(r, 401)
+
+
+async def test_kompetanse_without_formal_is_422(env, kompetanse):
+    url = f"/personar/{new_person_id()}/kompetanse"
+    headers = bearer(env.settings().kompetanse_token)
+    r = await kompetanse.get(url, headers=headers)
+    assert "query.formal" in error_fields(assert_problem(r, 422))
+    r = await kompetanse.get(url, params={"formal": "x"}, headers=headers)
+    assert "query.formal" in error_fields(assert_problem(r, 422))
+
+
+async def test_kompetanse_for_an_unknown_person_is_404(env, kompetanse):
+    r = await kompetanse.get(
+        f"/personar/{new_person_id()}/kompetanse",
+        params={"formal": "oppfolging"},
+        headers=bearer(env.settings().kompetanse_token),
+    )
+    assert_problem(r, 404)
+
+
+async def test_kompetanse_bad_person_id_is_422(env, kompetanse):
+    r = await kompetanse.get(
+        "/personar/01019912345/kompetanse", params={"formal": "oppfolging"}, headers=bearer(env.settings().kompetanse_token)
+    )
+    assert "path.person_id" in error_fields(assert_problem(r, 422))
+    assert "01019912345" not in r.text
+
+
+async def test_kompetanse_statistikk_with_a_token_is_served(env, kompetanse):
+    r = await kompetanse.get("/statistikk", headers=bearer(env.settings().kompetanse_token))
+    assert r.status_code == 200
+    assert isinstance(r.json(), dict)
