@@ -12,9 +12,9 @@ def _root() -> None:
 
 @app.command()
 def demo(
-    households: int = typer.Option(3000, help="Households to run through the chain"),
+    households: int = typer.Option(2000, help="Households to run through the chain"),
     seed: int = typer.Option(2023, help="Workload seed (same seed, same households)"),
-    rate: float = typer.Option(30.0, help="Vedtak per second from UDI"),
+    rate: float = typer.Option(20.0, help="Vedtak per second from UDI"),
     timeout: float = typer.Option(600.0, help="Give up after this many seconds"),
 ) -> None:
     """Run the whole chain live on a simulated workload and show the result."""

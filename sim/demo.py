@@ -10,6 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
+import aio_pika
 import httpx
 from rich.console import Console
 from rich.live import Live
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sim.actors import Simulator
-from sim.environment import Environment, wait_until
+from sim.environment import SERVICES, Environment, wait_until
 from sim.processes import ProcessGroup
 from sim.workload import households
 
@@ -77,12 +78,13 @@ async def _show_progress(sim: Simulator, timeout: float) -> None:
 async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     cfg = env.settings()
     async with httpx.AsyncClient(timeout=10) as http:
+        # Settled is settled, but kompetanse and the relays may still be catching up.
+        with console.status("waiting for queues and outboxes to drain"):
+            await wait_until(lambda: _drained(http, env), 120, interval=0.5)
         stats = (await http.get(env.url("bosetting") + "/statistikk")).json()
         dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
         kompetanse = (await http.get(env.url("kompetanse") + "/statistikk",
                                      headers={"Authorization": f"Bearer {cfg.kompetanse_token}"})).json()
-        # The outbox relays may still be marking their last rows: wait for them to drain.
-        await wait_until(lambda: _outboxes_empty(http, env), 10)
 
     table = Table(title="Cases per status (bosetting)")
     table.add_column("status")
@@ -113,10 +115,17 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     console.print(verdict)
 
 
-async def _outboxes_empty(http: httpx.AsyncClient, env: Environment) -> bool:
-    for service in ("kartlegging", "bosetting", "kompetanse"):
+async def _drained(http: httpx.AsyncClient, env: Environment) -> bool:
+    for service in SERVICES:
         if (await http.get(env.url(service) + "/health/ready")).json().get("outbox_backlog", 0):
             return False
+    connection = await aio_pika.connect(env.settings().amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for service in SERVICES:
+            queue = await channel.declare_queue(service, passive=True)
+            if queue.declaration_result.message_count:
+                return False
     return True
 
 
