@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     # Event-log stream retention (x-max-age); fixed at first declaration.
     eventlog_max_age: str = "365D"
     log_level: str = "INFO"
+    # HTTP bind address (0.0.0.0 in containers); each service's port is CHAIN_<SERVICE>_PORT.
+    http_host: str = "127.0.0.1"
     # Development bearer token for the kompetanse API (replaced by Maskinporten JWTs later).
     kompetanse_token: str = "dev-token"
     # How often bosetting's allocator looks for fordelingsklar cases (seconds).

@@ -154,4 +154,4 @@ def current_runtime(request: Request) -> Runtime:
 def serve(app: FastAPI, name: str, default_port: int) -> None:
     """Run a service's app: `python -m services.<name>.app`; port from CHAIN_<NAME>_PORT."""
     port = int(os.environ.get(f"CHAIN_{name.upper()}_PORT", default_port))
-    uvicorn.run(app, host=os.environ.get("CHAIN_HTTP_HOST", "127.0.0.1"), port=port, log_config=None, timeout_graceful_shutdown=25)
+    uvicorn.run(app, host=settings().http_host, port=port, log_config=None, timeout_graceful_shutdown=25)
