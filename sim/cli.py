@@ -21,3 +21,11 @@ def demo(
     from sim.demo import main
 
     raise typer.Exit(main(households, seed, rate, timeout))
+
+
+@app.command()
+def docs() -> None:
+    """Regenerate docs/asyncapi.json, docs/events.md and docs/schemas/ from the catalogue."""
+    from sim.docs import main
+
+    raise typer.Exit(main())
