@@ -38,8 +38,9 @@ async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "c
         f"[bold]Chain demo[/]: {n} households, {sum(h.persons for h in workload)} persons, seed {seed}; "
         f"vedtak arrive at {rate:g}/s. Environment: vhost and databases '{env_name}'."
     )
-    await env.reset()
     procs = ProcessGroup(env, Path("var/logs") / env_name)
+    procs.check_ports()  # before the reset: never wipe the environment of a run still going
+    await env.reset()
     started = time.monotonic()
     try:
         await procs.start_all()
@@ -130,4 +131,8 @@ async def _drained(http: httpx.AsyncClient, env: Environment) -> bool:
 
 
 def main(n: int, seed: int, rate: float, timeout: float) -> int:
-    return 0 if asyncio.run(run(n, seed, rate, timeout)) else 1
+    try:
+        return 0 if asyncio.run(run(n, seed, rate, timeout)) else 1
+    except (RuntimeError, TimeoutError) as exc:  # set-up failed: say why, without a traceback
+        console.print(f"[red]demo could not run:[/] {exc}")
+        return 2

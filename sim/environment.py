@@ -40,6 +40,9 @@ class Environment:
             env[f"CHAIN_{service.upper()}_PORT"] = str(self.base_port + i)
         return env
 
+    def ports(self) -> list[int]:
+        return [self.base_port + i for i in range(len(SERVICES))]
+
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.base_port + SERVICES.index(service)}"
 

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -34,7 +35,13 @@ class ProcessGroup:
             cwd=Path(__file__).resolve().parent.parent,
         )
 
+    def check_ports(self) -> None:
+        busy = [port for port in self.environment.ports() if _in_use(port)]
+        if busy:
+            raise RuntimeError(f"ports {busy} are in use: is another demo or test run still going?")
+
     async def start_all(self, timeout: float = 60.0) -> None:
+        self.check_ports()
         for name in self.commands():
             self.start(name)
         await self.wait_ready(SERVICES, timeout)
@@ -76,3 +83,8 @@ class ProcessGroup:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
