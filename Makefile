@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test install services clean
+.PHONY: demo test bench install services clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,3 +27,7 @@ test: install services
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# Benchmarks (ratios against a baseline measured in the same run); results in bench/results/.
+bench: install services
+	$(BIN)/python -m bench.hop $(ARGS)
