@@ -13,7 +13,7 @@ import aiohttp
 from shared.catalogue import Kategori, MottakStatusEndret
 from shared.envelope import parse_envelope
 from shared.publish import envelope_for, publish_envelope
-from shared.topology import EVENTS, declare_core
+from shared.topology import declare_core
 from sim.environment import Environment
 from sim.workload import Household, agreed_date, capacity, kommune_refuses, mapping_for
 

@@ -2,7 +2,6 @@
 database, driven by the simulator acting as UDI, mottak and kommunar."""
 
 import asyncio
-import json
 
 import aio_pika
 import asyncpg
