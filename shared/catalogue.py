@@ -116,6 +116,13 @@ class VedtakPerson(BaseModel):
     person_id: PersonId
     fodselsar: int = Field(ge=1900, le=2100, description="Year of birth")
     kjonn: Literal["K", "M", "X"]
+    statsborgarskap: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="Citizenship (ISO 3166 alpha-3), for fairness statistics"
+    )
+    skjerma: bool = Field(
+        default=False,
+        description="Protected identity (skjerma identitet): counted, but the person's details and id never leave bosetting",
+    )
 
 
 @event("vedtak.fattet", 1, producer="udi")
@@ -131,6 +138,18 @@ class VedtakFattet(EventData):
     privatbuande: bool = Field(default=False, description="Lives privately, outside reception")
     bustadkommune: Kommunenummer | None = Field(default=None, description="Where a privately living household lives")
     personar: list[VedtakPerson] = Field(min_length=1, max_length=30)
+
+
+@event("vedtak.korrigert", 1, producer="udi")
+class VedtakKorrigert(EventData):
+    """UDI corrects a household after the decision: its category or members changed (an
+    unaccompanied minor gets an accompanying adult, a wrong registration is fixed). Carries
+    the whole corrected household; the case is re-evaluated."""
+
+    reg_nummer: RegNummer
+    kategori: Kategori
+    personar: list[VedtakPerson] = Field(min_length=1, max_length=30)
+    grunn: str = Field(min_length=1, max_length=500)
 
 
 # --- mottak ----------------------------------------------------------------------------
@@ -177,6 +196,9 @@ class Sprak(BaseModel):
     niva: Literal["ingen", "A1", "A2", "B1", "B2", "C1", "C2", "morsmal"]
 
 
+SaerlegeBehov = Literal["saerpleie", "tilrettelagt_avdeling", "tilrettelagt_bustad", "oppfolging_helse"]
+
+
 @event("kartlegging.fullfort", 1, producer="kartlegging")
 class KartleggingFullfort(EventData):
     """One person's competence mapping is complete (competence only, keyed by pseudonym)."""
@@ -187,6 +209,10 @@ class KartleggingFullfort(EventData):
     arbeid: list[Arbeidserfaring] = Field(default_factory=list, max_length=20)
     sprak: list[Sprak] = Field(default_factory=list, max_length=20)
     sak_komplett: bool = Field(description="True when every person to be mapped in the case is mapped")
+    saerlege_behov: list[SaerlegeBehov] = Field(default_factory=list, max_length=5)
+    nettverk_kommunar: list[Kommunenummer] = Field(
+        default_factory=list, max_length=10, description="Kommunar where close relatives or a network live"
+    )
 
 
 # --- bosetting -------------------------------------------------------------------------
@@ -199,7 +225,8 @@ class Fordelt(EventData):
     reg_nummer: RegNummer
     kommunenummer: Kommunenummer
     kategori: Kategori
-    personar: list[PersonId]
+    personar: list[PersonId] = Field(description="Pseudonymous ids; persons with protected identity are left out")
+    tal_personar: int = Field(default=0, ge=0, description="All persons of the household, protected ones included")
 
 
 @event("bosetting.avslatt", 1, producer="bosetting")
@@ -225,5 +252,61 @@ class Bosatt(EventData):
     kommunenummer: Kommunenummer
     busetjingsdato: date
     kategori: Kategori
-    personar: list[PersonId]
+    personar: list[PersonId] = Field(description="Pseudonymous ids; persons with protected identity are left out")
     vedtaksdato: date
+    tal_personar: int = Field(default=0, ge=0, description="All persons of the household, protected ones included")
+
+
+@event("bosetting.fordeling_oppheva", 1, producer="bosetting")
+class FordelingOppheva(EventData):
+    """An allocation the kommune had not answered yet is cancelled (the household was
+    corrected); the case is fordelingsklar again and the kommune may be proposed again."""
+
+    kommunenummer: Kommunenummer
+    grunn: str = Field(max_length=500)
+
+
+@event("bosetting.trukke", 1, producer="bosetting")
+class Trukke(EventData):
+    """The case is withdrawn from settlement (left the country, settled on their own,
+    decision revoked). Final."""
+
+    arsak: Literal["utreist", "busett_sjolv", "vedtak_oppheva", "anna"]
+    kommunenummer: Kommunenummer | None = Field(default=None, description="Kommune whose allocation is released")
+
+
+@event("bosetting.frist_naermar", 1, producer="bosetting")
+class FristNaermar(EventData):
+    """The case's settlement deadline target is near (3 months for unaccompanied minors and
+    families from mottak, 6 months otherwise). Emitted at most once per case."""
+
+    frist: date
+    kategori: Kategori
+    status: str
+
+
+@event("bosetting.frist_overskriden", 1, producer="bosetting")
+class FristOverskriden(EventData):
+    """The case passed its settlement deadline target without being settled. Emitted at
+    most once per case."""
+
+    frist: date
+    kategori: Kategori
+    status: str
+
+
+# --- kommunar ----------------------------------------------------------------------------
+
+
+@event("kommune.kapasitet_rapportert", 1, producer="kommune")
+class KapasitetRapportert(EventData):
+    """A kommune reports its capacity: free housing units, whether it can take new
+    allocations, and optionally its decided places (vedtaksplassar) per group for the year.
+    Subject: `kommune-<kommunenummer>`."""
+
+    kommunenummer: Kommunenummer
+    dato: date
+    ledige_bustader: int | None = Field(default=None, ge=0, le=100_000, description="Free housing units")
+    tek_imot: bool | None = Field(default=None, description="False: cannot take new allocations now")
+    ar: int | None = Field(default=None, ge=2000, le=2100, description="Year of the decided places")
+    vedtaksplassar: dict[Kategori, Annotated[int, Field(ge=0, le=100_000)]] | None = Field(default=None, description="Decided places per group, in persons")

@@ -27,8 +27,24 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     # Development bearer token for the kompetanse API (replaced by Maskinporten JWTs later).
     kompetanse_token: str = "dev-token"
-    # How often bosetting's allocator looks for fordelingsklar cases (seconds).
+    # Signs the HTTP access tokens of caseworkers and kommunar (shared/tokens.py). The
+    # default is for development only; production sets a long random secret.
+    token_secret: str = "dev-secret-change-me"
+    # How often bosetting's allocator runs a batch over fordelingsklar cases (seconds);
+    # IMDi works in weekly batches, the demo in seconds.
     allocation_interval: float = 0.5
+    # Most fordelingsklar households in one batch (the 31.12.2023 backlog was about 7,000 persons).
+    allocation_batch: int = 5000
+    # "milp": the optimiser (SciPy HiGHS); "gradig": the greedy baseline.
+    allocator: str = Field(default="milp", pattern="^(milp|gradig)$")
+    # How often the deadline watch looks for cases near or past their deadline (seconds),
+    # and how many days before the deadline `bosetting.frist_naermar` is emitted.
+    frist_interval: float = 60.0
+    frist_varsel_dagar: int = 30
+    # Kommune reference data from Statistics Norway's exports (KLASS 131 and StatBank 07459
+    # CSV); unset: the 2023 files shipped with bosetting.
+    kommune_klass_csv: str | None = None
+    kommune_folketal_csv: str | None = None
 
     def database_url(self, service: str) -> str:
         return f"{self.pg_url.rstrip('/')}/{self.db_prefix}{service}"

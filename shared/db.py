@@ -25,8 +25,10 @@ async def ensure_database(url: str) -> None:
             try:
                 await conn.execute(f'CREATE DATABASE "{name}"')
                 log.info("database_created", database=name)
-            except asyncpg.DuplicateDatabaseError:
-                pass  # another replica won the race
+            # Another process won the race: PostgreSQL reports it either way, depending on
+            # whether the other CREATE DATABASE had committed when ours checked the catalogue.
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass
     finally:
         await conn.close()
 

@@ -14,7 +14,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 CONTENT_TYPE = "application/cloudevents+json"
 MAX_MESSAGE_BYTES = 256 * 1024
 
-SakId = Field(pattern=r"^sak-[0-9a-z-]{6,60}$", description="Case id (saksnummer), one per household")
+Subject = Field(
+    pattern=r"^(sak-[0-9a-z-]{6,60}|kommune-[0-9]{4})$",
+    description="What the event is about: a case (`sak-...`, one per household) or a kommune (`kommune-<kommunenummer>`)",
+)
 
 
 class Envelope(BaseModel):
@@ -26,7 +29,7 @@ class Envelope(BaseModel):
     source: str = Field(min_length=1, max_length=200, description="Producer, e.g. urn:chain:bosetting")
     type: str = Field(min_length=1, max_length=100, description="Event name; also the AMQP routing key")
     time: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
-    subject: str = SakId
+    subject: str = Subject
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str = Field(min_length=1, max_length=200)
     data: dict[str, Any]

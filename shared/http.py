@@ -11,9 +11,9 @@ PROBLEM = "application/problem+json"
 class Problem(Exception):
     """Raise from an endpoint to answer with problem+json."""
 
-    def __init__(self, status: int, title: str, detail: str | None = None):
+    def __init__(self, status: int, title: str, detail: str | None = None, **extra):
         super().__init__(title)
-        self.status, self.title, self.detail = status, title, detail
+        self.status, self.title, self.detail, self.extra = status, title, detail, extra
 
 
 def problem_response(status: int, title: str, detail: str | None = None, **extra) -> JSONResponse:
@@ -27,7 +27,7 @@ def problem_response(status: int, title: str, detail: str | None = None, **extra
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_req: Request, exc: Problem):
-        return problem_response(exc.status, exc.title, exc.detail)
+        return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):

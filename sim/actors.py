@@ -1,24 +1,36 @@
-"""The simulated outside world: UDI publishes vedtak, mottak submits mappings, kommunar
-answer allocations and register move-ins. It talks to the chain only as real parties
+"""The simulated outside world: UDI publishes and corrects vedtak, mottak submits mappings,
+an IMDi caseworker confirms, overrides or withdraws, kommunar decide places, answer
+allocations and register move-ins. It talks to the chain only as real parties
 would: events on the bus and the services' HTTP APIs."""
 
 import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 
 import aio_pika
 import aiohttp
 
-from shared.catalogue import Kategori, MottakStatusEndret
+from shared.catalogue import KapasitetRapportert, Kategori, MottakStatusEndret
 from shared.envelope import parse_envelope
 from shared.publish import envelope_for, publish_envelope
 from shared.topology import declare_core
 from sim.environment import Environment
-from sim.workload import Household, agreed_date, capacity, kommune_refuses, mapping_for
+from sim.workload import (
+    Household,
+    agreed_date,
+    capacity,
+    caseworker_overrides,
+    correction,
+    kommune_refuses,
+    mapping_for,
+    stops_taking,
+    withdrawn,
+)
 
 UDI = "urn:no:udi"
-LISTENS_TO = ("kartlegging.startet", "bosetting.fordelt", "bosetting.avslatt", "bosetting.avtale_inngatt", "bosetting.bosatt")
+LISTENS_TO = ("kartlegging.startet", "bosetting.*")
 
 
 @dataclass
@@ -30,6 +42,9 @@ class Simulator:
     published_at: dict[str, float] = field(default_factory=dict)
     settled_at: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    kommunenummer: list[str] = field(default_factory=list)  # every kommune, for mapped networks
+    withdrawn_cases: set[str] = field(default_factory=set)
+    _later: list = field(default_factory=list)
 
     async def __aenter__(self) -> "Simulator":
         cfg = self.environment.settings()
@@ -46,20 +61,34 @@ class Simulator:
             timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=20)
         )
         self.by_sak = {h.sak_id: h for h in self.households}
+        self.imdi = self.environment.token("imdi:sim-caseworker")
         self._consumer_tag = await self.queue.consume(self._on_message)
         return self
 
     async def __aexit__(self, *exc) -> None:
+        for task in self._later:
+            task.cancel()
         await self.queue.cancel(self._consumer_tag)
         await self.http.close()
         await self.connection.close()
 
     # --- set-up and arrivals -------------------------------------------------------------
 
-    async def decide_capacity(self, kommunar: list[tuple[str, int]]) -> None:
-        """Each kommune decides its places per group (vedtaksplassar) for the year."""
-        for knr, places in capacity(kommunar, self.households).items():
-            await self._call("PUT", "bosetting", f"/kommunar/{knr}/kapasitet", places)
+    async def decide_capacity(self, kommunar: list[tuple[str, int, bool]], year: int) -> None:
+        """IMDi asks every kommune for places (anmodning); each kommune decides its places
+        per group (vedtak); a few report that they cannot take new allocations now."""
+        places = capacity(kommunar, self.households)
+        asked = {knr: {g: round(n * 1.05) for g, n in p.items()} for knr, p in places.items()}
+        await self._call("PUT", "bosetting", f"/anmodningar/{year}", {"kommunar": asked}, token=self.imdi)
+        await asyncio.gather(*(
+            self._call("PUT", "bosetting", f"/kommunar/{knr}/vedtak/{year}", p, token=self._kommune(knr))
+            for knr, p in places.items()
+        ))
+        for knr, _, _ in kommunar:
+            if stops_taking(knr):  # as an event on the bus, as a kommune's system would
+                report = KapasitetRapportert(kommunenummer=knr, dato=date.today(), tek_imot=False, ledige_bustader=0)
+                await publish_envelope(self.exchange, envelope_for(report, f"kommune-{knr}", f"urn:no:kommune:{knr}", 1))
+                self.counts["stopp"] += 1
 
     async def publish_vedtak(self, per_second: float) -> None:
         """UDI's decisions arrive at the given rate; mottak reports each resident's status.
@@ -78,7 +107,50 @@ class Simulator:
         if h.vedtak.mottak_id:
             status = MottakStatusEndret(mottak_id=h.vedtak.mottak_id, status="innkvartert", dato=h.vedtak.vedtaksdato)
             await publish_envelope(self.exchange, envelope_for(status, h.sak_id, f"urn:no:mottak:{h.vedtak.mottak_id}", 1))
+        if (korrigert := correction(h)) is not None:
+            self._later.append(asyncio.create_task(self._correct(h, korrigert)))
         self.counts["vedtak"] += 1
+
+    async def _correct(self, h: Household, korrigert) -> None:
+        """UDI corrects the household a little later, wherever its case is by then."""
+        await asyncio.sleep(1.5)
+        await publish_envelope(self.exchange, envelope_for(korrigert, h.sak_id, UDI, 2))
+        self.counts["korrigert"] += 1
+
+    # --- the caseworker ----------------------------------------------------------------
+
+    async def caseworker(self, interval: float = 0.5) -> None:
+        """IMDi's caseworker: confirms the optimiser's proposals in batches, overrides a few
+        to the best alternative (with a reason), and withdraws cases that have left."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._review(await self._get("bosetting", "/forslag?status=open&limit=1000", self.imdi))
+            except Exception as exc:  # a finding of the run, not a reason to stop reviewing
+                self.counts["errors"] += 1
+                self.errors.append(f"caseworker: {exc}"[:300])
+
+    async def _review(self, proposals: list[dict]) -> None:
+        confirm = []
+        for p in proposals:
+            sak = p["sak_id"]
+            if sak not in self.by_sak:
+                continue
+            if withdrawn(sak):
+                await self._call("POST", "bosetting", f"/saker/{sak}/trekking",
+                                 {"arsak": "utreist", "grunn": "left Norway before settlement"}, token=self.imdi)
+            elif caseworker_overrides(sak) and p["alternativ"] and await self._override(sak, p["alternativ"][0]):
+                self.counts["overstyrt"] += 1
+            else:
+                confirm.append(sak)
+        for batch in (confirm[i:i + 200] for i in range(0, len(confirm), 200)):
+            await self._call("POST", "bosetting", "/forslag/stadfesting", {"sak_ids": batch}, token=self.imdi)
+            self.counts["stadfesta"] += len(batch)
+
+    async def _override(self, sak: str, alternative: dict) -> bool:
+        body = {"kommunenummer": alternative["kommunenummer"], "grunn": "the family's network lives there"}
+        status = await self._call("POST", "bosetting", f"/saker/{sak}/overstyring", body, token=self.imdi)
+        return status < 300
 
     # --- reactions -----------------------------------------------------------------------
 
@@ -98,7 +170,8 @@ class Simulator:
         match envelope.type:
             case "kartlegging.startet":
                 for person in data["personar"]:
-                    await self._call("POST", "kartlegging", f"/kartleggingar/{sak}/personar/{person}", mapping_for(person))
+                    body = mapping_for(person, self.kommunenummer)
+                    await self._call("POST", "kartlegging", f"/kartleggingar/{sak}/personar/{person}", body)
                     self.counts["kartlagde"] += 1
             case "bosetting.fordelt":
                 knr = data["kommunenummer"]
@@ -106,30 +179,45 @@ class Simulator:
                 if kommune_refuses(sak, knr):
                     body = {"svar": "avslatt", "grunn": "no suitable housing available"}
                 else:
-                    body = {"svar": "akseptert", "busetjingsdato": agreed_date(household.vedtak.vedtaksdato, sak).isoformat()}
-                await self._call("POST", "bosetting", f"/kommunar/{knr}/saker/{sak}/svar", body)
-            case "bosetting.avslatt":
-                self.counts["avslatt"] += 1
+                    body = {"svar": "akseptert", "busetjingsdato": agreed_date(date.today(), sak).isoformat()}
+                await self._call("POST", "bosetting", f"/kommunar/{knr}/saker/{sak}/svar", body, token=self._kommune(knr))
             case "bosetting.avtale_inngatt":
                 self.counts["avtale"] += 1
-                await self._call("POST", "bosetting", f"/saker/{sak}/busetjing", {"busetjingsdato": data["busetjingsdato"]})
+                knr = data["kommunenummer"]
+                body = {"busetjingsdato": data["busetjingsdato"]}
+                await self._call("POST", "bosetting", f"/kommunar/{knr}/saker/{sak}/busetjing", body, token=self._kommune(knr))
             case "bosetting.bosatt":
                 if sak not in self.settled_at:
                     self.settled_at[sak] = time.monotonic()
                     self.counts["bosatt"] += 1
+            case "bosetting.trukke":
+                if sak not in self.withdrawn_cases:
+                    self.withdrawn_cases.add(sak)
+                    self.counts["trukke"] += 1
+            case _:  # avslått, fordeling oppheva, frist nærmar / overskriden: counted
+                self.counts[envelope.type.removeprefix("bosetting.")] += 1
 
-    async def _call(self, method: str, service: str, path: str, body: dict) -> None:
+    def _kommune(self, knr: str) -> str:
+        return self.environment.token(f"kommune:{knr}")
+
+    async def _get(self, service: str, path: str, token: str):
+        async with self.http.get(self.environment.url(service) + path, headers={"Authorization": f"Bearer {token}"}) as r:
+            r.raise_for_status()
+            return await r.json()
+
+    async def _call(self, method: str, service: str, path: str, body: dict, token: str | None = None) -> int:
         """Call a service, retrying while it is unavailable (it may be restarting).
         Every call here is safe to repeat; 409 means the case has moved on already."""
         url = self.environment.url(service) + path
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         for attempt in range(600):
             try:
-                async with self.http.request(method, url, json=body) as response:
+                async with self.http.request(method, url, json=body, headers=headers) as response:
                     status, text = response.status, await response.text()
             except (aiohttp.ClientError, TimeoutError):
                 status, text = None, ""
             if status is not None and (status < 300 or status == 409):
-                return
+                return status
             if status is not None and 400 <= status < 500:
                 raise RuntimeError(f"{method} {path} -> {status}: {text[:300]}")
             await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
@@ -139,7 +227,8 @@ class Simulator:
 
     @property
     def done(self) -> bool:
-        return len(self.settled_at) == len(self.households)
+        """Every case finished: settled, or withdrawn by the caseworker."""
+        return len(self.settled_at) + len(self.withdrawn_cases) == len(self.households)
 
     def persons(self, kategori: Kategori | None = None) -> int:
         return sum(h.persons for h in self.households if kategori is None or h.vedtak.kategori == kategori)

@@ -29,3 +29,16 @@ def docs() -> None:
     from sim.docs import main
 
     raise typer.Exit(main())
+
+
+@app.command()
+def token(subject: str = typer.Argument(..., help="imdi:<caseworker> or kommune:<kommunenummer>")) -> None:
+    """Issue a bearer token for bosetting's HTTP API, signed with CHAIN_TOKEN_SECRET."""
+    from shared import tokens
+    from shared.config import settings
+
+    try:
+        typer.echo(tokens.issue(settings().token_secret, subject))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

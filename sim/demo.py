@@ -8,6 +8,7 @@ and kommunar until every household is settled. Exits 0 only if every case reache
 import asyncio
 import statistics
 import time
+from datetime import date
 from pathlib import Path
 
 import aio_pika
@@ -17,23 +18,27 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.bosetting import referansedata
 from sim.actors import Simulator
 from sim.environment import SERVICES, Environment, wait_until
 from sim.processes import ProcessGroup
 from sim.workload import households
 
 console = Console()
-KOMMUNAR_CSV = Path(__file__).resolve().parent.parent / "services" / "bosetting" / "kommunar.csv"
 
 
-def kommunar() -> list[tuple[str, int]]:
-    rows = KOMMUNAR_CSV.read_text(encoding="utf-8").splitlines()[1:]
-    return [(r.split(";")[0], int(r.split(";")[3])) for r in rows]
+def kommunar() -> list[tuple[str, int, bool]]:
+    """(kommunenummer, population, has services for minors) from the shipped reference data."""
+    tilbod = referansedata.default_tilbod()
+    return [
+        (k.kommunenummer, k.innbyggjarar, tilbod[k.kommunenummer].mindrearig_teneste)
+        for k in referansedata.default_kommunar()
+    ]
 
 
 async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "chain_demo") -> bool:
     env = Environment(env_name)
-    workload = households(n, seed, [k for k, _ in kommunar()])
+    workload = households(n, seed, [k for k, _, _ in kommunar()])
     console.print(
         f"[bold]Chain demo[/]: {n} households, {sum(h.persons for h in workload)} persons, seed {seed}; "
         f"vedtak arrive at {rate:g}/s. Environment: vhost and databases '{env_name}'."
@@ -45,12 +50,14 @@ async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "c
     try:
         await procs.start_all()
         console.print(f"Services and relays up in {time.monotonic() - started:.1f}s (logs in {procs.log_dir}/)")
-        async with Simulator(env, workload) as sim:
-            await sim.decide_capacity(kommunar())
+        async with Simulator(env, workload, kommunenummer=[k for k, _, _ in kommunar()]) as sim:
+            await sim.decide_capacity(kommunar(), date.today().year)
             t0 = time.monotonic()
             arrivals = asyncio.create_task(sim.publish_vedtak(rate))
+            caseworker = asyncio.create_task(sim.caseworker())
             await _show_progress(sim, timeout)
             arrivals.cancel()
+            caseworker.cancel()
             elapsed = time.monotonic() - t0
             await _summary(env, sim, elapsed)
             return sim.done and not sim.errors
@@ -65,7 +72,7 @@ async def _show_progress(sim: Simulator, timeout: float) -> None:
     n = len(sim.households)
     tasks = {k: progress.add_task(label, total=n) for k, label in
              [("vedtak", "vedtak fattet (UDI)"), ("fordelt", "fordelt (allocations)"),
-              ("avtale", "avtale inngått"), ("bosatt", "bosatt (settled)")]}
+              ("avtale", "avtale inngått"), ("bosatt", "bosatt (settled)"), ("trukke", "trukke (withdrawn)")]}
     deadline = time.monotonic() + timeout
     with Live(progress, console=console, refresh_per_second=4):
         while not sim.done and time.monotonic() < deadline:
@@ -82,7 +89,9 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
         # Settled is settled, but kompetanse and the relays may still be catching up.
         with console.status("waiting for queues and outboxes to drain"):
             await wait_until(lambda: _drained(http, env), 120, interval=0.5)
-        stats = (await http.get(env.url("bosetting") + "/statistikk")).json()
+        imdi = {"Authorization": f"Bearer {env.token('imdi:demo')}"}
+        stats = (await http.get(env.url("bosetting") + "/statistikk", headers=imdi)).json()
+        rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
         dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
         kompetanse = (await http.get(env.url("kompetanse") + "/statistikk",
                                      headers={"Authorization": f"Bearer {cfg.kompetanse_token}"})).json()
@@ -91,7 +100,7 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     table.add_column("status")
     table.add_column("saker", justify="right")
     table.add_column("personar", justify="right")
-    for status in ("under_kartlegging", "fordelingsklar", "fordelt", "sokt_ut", "bosatt"):
+    for status in ("under_kartlegging", "fordelingsklar", "fordelt", "sokt_ut", "bosatt", "trukke"):
         row = stats["per_status"].get(status, {"saker": 0, "personar": 0})
         table.add_row(status, str(row["saker"]), str(row["personar"]))
     console.print(table)
@@ -99,9 +108,15 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     lat = sim.latencies()
     persons = sim.persons()
     summary = Table(title="Run summary", show_header=False)
-    summary.add_row("households settled", f"{len(sim.settled_at)} of {len(sim.households)}")
+    summary.add_row("households settled", f"{len(sim.settled_at)} of {len(sim.households)} ({len(sim.withdrawn_cases)} withdrawn)")
     summary.add_row("persons", str(persons))
-    summary.add_row("refusals by kommunar", str(sim.counts["avslatt"]))
+    summary.add_row("allocation batches (optimiser)", _rounds(rounds))
+    summary.add_row("proposals", f"{sim.counts['stadfesta']} confirmed, {sim.counts['overstyrt']} overridden by the caseworker")
+    summary.add_row("refusals by kommunar", f"{sim.counts['avslatt']} (each case re-proposed elsewhere)")
+    summary.add_row("corrections by UDI", f"{sim.counts['korrigert']} ({sim.counts['fordeling_oppheva']} pending allocations cancelled)")
+    summary.add_row("withdrawn", str(sim.counts["trukke"]))
+    summary.add_row("kommunar not taking new allocations", str(sim.counts["stopp"]))
+    summary.add_row("deadline events", f"{sim.counts['frist_naermar']} frist nærmar, {sim.counts['frist_overskriden']} frist overskriden")
     summary.add_row("persons mapped before settlement", f"{dekning['kartlagde']} of {dekning['personar']} to be mapped")
     summary.add_row("competence profiles (kompetanse)", f"{kompetanse['med_kompetanse']} mapped, {kompetanse['bosatte']} settled")
     summary.add_row("wall time", f"{elapsed:.1f}s ({persons / elapsed:.0f} persons/s)")
@@ -112,8 +127,17 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     if sim.errors:
         summary.add_row("[red]errors[/]", "; ".join(sim.errors[:5]))
     console.print(summary)
-    verdict = "[green]every case reached bosatt[/]" if sim.done and not sim.errors else "[red]not every case was settled[/]"
+    verdict = "[green]every case reached bosatt (or was withdrawn)[/]" if sim.done and not sim.errors else "[red]not every case was settled[/]"
     console.print(verdict)
+
+
+def _rounds(rounds: list[dict]) -> str:
+    if not rounds:
+        return "none"
+    worst_gap = max(r["gap"] for r in rounds)
+    slowest = max(r["sekund"] for r in rounds)
+    proposed = sum(r["foreslatt"] for r in rounds)
+    return f"{len(rounds)} batches, {proposed} proposals, largest proven gap {worst_gap:.2%}, slowest solve {slowest:.2f}s"
 
 
 async def _drained(http: httpx.AsyncClient, env: Environment) -> bool:

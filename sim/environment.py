@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import asyncpg
 
+from shared import tokens
 from shared.config import Settings
 
 SERVICES = ("kartlegging", "bosetting", "kompetanse")
@@ -34,11 +35,18 @@ class Environment:
                 "CHAIN_DB_PREFIX": cfg.db_prefix,
                 "CHAIN_PG_URL": cfg.pg_url,
                 "CHAIN_RETRY_DELAYS_MS": "[100, 500, 2000, 5000]",
+                # Weekly allocation batches and a daily deadline watch, compressed to seconds.
+                "CHAIN_ALLOCATION_INTERVAL": "0.5",
+                "CHAIN_FRIST_INTERVAL": "1.0",
             }
         )
         for i, service in enumerate(SERVICES):
             env[f"CHAIN_{service.upper()}_PORT"] = str(self.base_port + i)
         return env
+
+    def token(self, subject: str) -> str:
+        """A bearer token for a caseworker (`imdi:<id>`) or a kommune (`kommune:<knr>`)."""
+        return tokens.issue(self.settings().token_secret, subject)
 
     def ports(self) -> list[int]:
         return [self.base_port + i for i in range(len(SERVICES))]

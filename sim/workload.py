@@ -1,5 +1,8 @@
 """A seeded, reproducible workload of households, calibrated from IMDi's 2023 figures
-(../shared/DOMAIN.md, Figures): who arrives, and how mottak and kommunar answer."""
+(../shared/DOMAIN.md, Figures): who arrives, and how mottak, caseworkers and kommunar answer.
+
+Dates are relative to the run's day: most decisions are recent, and a backlog tail is
+months old, so deadline events (frist nærmar / overskriden) happen in every run."""
 
 import hashlib
 import random
@@ -13,10 +16,10 @@ from shared.catalogue import (
     Sprak,
     Utdanning,
     VedtakFattet,
+    VedtakKorrigert,
     VedtakPerson,
 )
 
-YEAR = 2023
 # Households settled in 2023: 647 unaccompanied minors, 6,515 families (20,159 persons),
 # about 12,000 other-adult households (12,894 persons: mostly single, some couples).
 HOUSEHOLD_MIX = [(Kategori.vaksen, 0.626), (Kategori.barnefamilie, 0.340), (Kategori.einsleg_mindrearig, 0.034)]
@@ -24,8 +27,16 @@ RESETTLEMENT_SHARE = 0.075  # overføringsflyktningar, about 2,500 of 33,701 per
 COLLECTIVE_SHARE = 0.60  # kollektivt vern (Ukraine) dominated 2023
 PRIVATE_SHARE = 0.15  # privatbuande
 REFUSAL_RATE = 0.10  # share of allocations a kommune refuses
-# Monthly arrival weights: peaks in spring and autumn, dip in July, surge from week 36.
-MONTH_WEIGHTS = [7, 8, 9, 9, 8, 7, 4, 7, 10, 11, 10, 10]
+OVERRIDE_RATE = 0.03  # share of proposals a caseworker overrides (to the best alternative)
+WITHDRAWAL_RATE = 0.01  # cases withdrawn (left the country, settled on their own)
+CORRECTION_RATE = 0.02  # households UDI corrects after the decision
+PROTECTED_RATE = 0.005  # persons with protected identity (skjerma)
+SPECIAL_NEEDS_RATE = 0.033  # 1,105 of 33,701 settled in 2023 had particular needs
+NETWORK_RATE = 0.2  # mapped persons with close relatives somewhere in Norway
+BACKLOG_SHARE = 0.15  # decisions that have waited a while (the 2023 backlog)
+# Citizenship mix (2023 was dominated by Ukraine; resettlement mostly Syria, DR Congo, Afghanistan).
+CITIZENSHIP = {"asyl": [("SYR", 30), ("AFG", 20), ("ERI", 15), ("TUR", 15), ("SDN", 10), ("SOM", 10)],
+               "overforing": [("SYR", 50), ("COD", 25), ("AFG", 25)]}
 
 
 @dataclass(frozen=True)
@@ -42,9 +53,21 @@ def person_id(rng: random.Random) -> str:
     return "p-" + rng.randbytes(12).hex()
 
 
-def _persons(rng: random.Random, kategori: Kategori) -> list[VedtakPerson]:
+def _persons(rng: random.Random, kategori: Kategori, sakstype: Sakstype, year: int) -> list[VedtakPerson]:
+    if sakstype == Sakstype.kollektivt_vern:
+        land = "UKR"
+    else:
+        options = CITIZENSHIP.get(sakstype.value, CITIZENSHIP["asyl"])
+        land = rng.choices([c for c, _ in options], weights=[w for _, w in options])[0]
+
     def person(age: int) -> VedtakPerson:
-        return VedtakPerson(person_id=person_id(rng), fodselsar=YEAR - age, kjonn=rng.choice("KM"))
+        return VedtakPerson(
+            person_id=person_id(rng),
+            fodselsar=year - age,
+            kjonn=rng.choice("KM"),
+            statsborgarskap=land,
+            skjerma=rng.random() < PROTECTED_RATE,
+        )
 
     if kategori == Kategori.einsleg_mindrearig:
         return [person(rng.randint(15, 17))]
@@ -56,12 +79,14 @@ def _persons(rng: random.Random, kategori: Kategori) -> list[VedtakPerson]:
     return adults + children
 
 
-def _vedtaksdato(rng: random.Random) -> date:
-    month = rng.choices(range(1, 13), weights=MONTH_WEIGHTS)[0]
-    return date(YEAR, month, rng.randint(1, 28))
+def _vedtaksdato(rng: random.Random, idag: date) -> date:
+    """Most decisions are days old; a backlog tail has waited up to seven months."""
+    age = rng.randint(60, 210) if rng.random() < BACKLOG_SHARE else rng.randint(0, 30)
+    return idag - timedelta(days=age)
 
 
-def households(n: int, seed: int, kommunar: list[str]) -> list[Household]:
+def households(n: int, seed: int, kommunar: list[str], idag: date | None = None) -> list[Household]:
+    idag = idag or date.today()
     rng = random.Random(seed)
     result = []
     for i in range(n):
@@ -82,11 +107,11 @@ def households(n: int, seed: int, kommunar: list[str]) -> list[Household]:
             kategori=kategori,
             sakstype=sakstype,
             vedtakstype="innreiseloyve" if sakstype == Sakstype.overforing else "opphald",
-            vedtaksdato=_vedtaksdato(rng),
+            vedtaksdato=_vedtaksdato(rng, idag),
             mottak_id=None if private or sakstype == Sakstype.overforing else f"mottak-{rng.randint(1, 40):02d}",
             privatbuande=private,
             bustadkommune=rng.choice(kommunar) if private else None,
-            personar=_persons(rng, kategori),
+            personar=_persons(rng, kategori, sakstype, idag.year),
         )
         result.append(Household(f"sak-{seed:04d}-{i:07d}", vedtak))
     return sorted(result, key=lambda h: h.vedtak.vedtaksdato)
@@ -103,8 +128,41 @@ def kommune_refuses(sak_id: str, kommunenummer: str) -> bool:
     return _fraction("refuse", sak_id, kommunenummer) < REFUSAL_RATE
 
 
-def agreed_date(vedtaksdato: date, sak_id: str) -> date:
-    return vedtaksdato + timedelta(days=30 + int(_fraction("date", sak_id) * 120))
+def agreed_date(idag: date, sak_id: str) -> date:
+    """The kommune needs some weeks to prepare housing."""
+    return idag + timedelta(days=14 + int(_fraction("date", sak_id) * 60))
+
+
+def stops_taking(kommunenummer: str) -> bool:
+    """About 3% of kommunar report that they cannot take new allocations for now."""
+    return _fraction("stop", kommunenummer) < 0.03
+
+
+def caseworker_overrides(sak_id: str) -> bool:
+    return _fraction("override", sak_id) < OVERRIDE_RATE
+
+
+def withdrawn(sak_id: str) -> bool:
+    return _fraction("withdraw", sak_id) < WITHDRAWAL_RATE
+
+
+def correction(h: Household) -> VedtakKorrigert | None:
+    """UDI's correction of some households: an unaccompanied minor gets an accompanying
+    adult (and so becomes a family), a family gets a child registered that was missing."""
+    if _fraction("correct", h.sak_id) >= CORRECTION_RATE or h.vedtak.kategori == Kategori.vaksen:
+        return None
+    rng = random.Random(h.sak_id)
+    first = h.vedtak.personar[0]
+    if h.vedtak.kategori == Kategori.einsleg_mindrearig:
+        extra = VedtakPerson(person_id=person_id(rng), fodselsar=first.fodselsar - 20, kjonn=rng.choice("KM"),
+                             statsborgarskap=first.statsborgarskap)
+        grunn = "accompanying adult (følgjeperson) registered"
+    else:
+        extra = VedtakPerson(person_id=person_id(rng), fodselsar=h.vedtak.vedtaksdato.year - rng.randint(0, 12),
+                             kjonn=rng.choice("KM"), statsborgarskap=first.statsborgarskap)
+        grunn = "child missing from the registration"
+    return VedtakKorrigert(reg_nummer=h.vedtak.reg_nummer, kategori=Kategori.barnefamilie,
+                           personar=[*h.vedtak.personar, extra], grunn=grunn)
 
 
 EDUCATION = ["ingen", "grunnskule", "vidaregaande", "fagskule", "bachelor", "master"]
@@ -112,7 +170,7 @@ SECTORS = [("sjukepleiar", "helse"), ("lærar", "undervisning"), ("snekkar", "by
            ("kokk", "reiseliv"), ("ingeniør", "industri"), ("seljar", "varehandel"), ("bonde", "landbruk")]
 
 
-def mapping_for(person: str) -> dict:
+def mapping_for(person: str, kommunar: list[str]) -> dict:
     """A plausible mapping result for one person, stable per person id."""
     rng = random.Random(person)
     level = rng.choices(EDUCATION, weights=[8, 25, 30, 10, 20, 7])[0]
@@ -124,19 +182,26 @@ def mapping_for(person: str) -> dict:
         "utdanning": utdanning.model_dump(mode="json"),
         "arbeid": [w.model_dump(mode="json") for w in work],
         "sprak": [s.model_dump(mode="json") for s in languages],
+        "saerlege_behov": ["tilrettelagt_bustad"] if rng.random() < SPECIAL_NEEDS_RATE else [],
+        "nettverk_kommunar": [rng.choice(kommunar)] if rng.random() < NETWORK_RATE else [],
     }
 
 
-def capacity(kommunar: list[tuple[str, int]], households: list[Household], slack: float = 1.5) -> dict[str, dict[str, int]]:
-    """Decided places per kommune and group, spread by population with some slack, and
-    never fewer than the largest household of the group (or it could never be placed)."""
+def capacity(kommunar: list[tuple[str, int, bool]], households: list[Household], slack: float = 1.5) -> dict[str, dict[str, int]]:
+    """Decided places per kommune and group, spread by population with some slack, never
+    fewer than the largest household of the group (or it could never be placed). Only
+    kommunar with services for minors (the third element) decide places for minors."""
     need: dict[Kategori, int] = {g: 0 for g in Kategori}
     largest: dict[Kategori, int] = {g: 1 for g in Kategori}
     for h in households:
         need[h.vedtak.kategori] += h.persons
         largest[h.vedtak.kategori] = max(largest[h.vedtak.kategori], h.persons)
-    total = sum(pop for _, pop in kommunar)
-    return {
-        knr: {g.value: max(largest[g], round(need[g] * slack * pop / total)) for g in Kategori}
-        for knr, pop in kommunar
-    }
+    total = sum(pop for _, pop, _ in kommunar)
+    minors_total = sum(pop for _, pop, minors in kommunar if minors)
+    result = {}
+    for knr, pop, minors in kommunar:
+        places = {g.value: max(largest[g], round(need[g] * slack * pop / total)) for g in Kategori}
+        minors_share = need[Kategori.einsleg_mindrearig] * slack * pop / minors_total if minors else 0
+        places[Kategori.einsleg_mindrearig.value] = max(1, round(minors_share)) if minors else 0
+        result[knr] = places
+    return result

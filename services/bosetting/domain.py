@@ -1,21 +1,42 @@
-"""Bosetting's decisions, with no I/O: the case (sak) state machine and allocation.
+"""Bosetting's decisions, with no I/O: the case (sak) state machine and its deadline.
 
 A sak is one household (one REG-nummer): it is allocated, agreed and settled together.
 
     under_kartlegging -> fordelingsklar -> fordelt -> sokt_ut (avtale inngått) -> bosatt
                               ^                |
                               +--- avslått ----+   (the refusing kommune is not proposed again)
+                              +--- korrigert --+   (allocation cancelled, kommune may be proposed again)
+    any status but bosatt -> trukke (withdrawn)
 
 Methods change the sak and return the events they cause; the handler stores both in one
-transaction.
+transaction. Places at a kommune follow `plass()`: a sak holds places of its group while
+it is fordelt, søkt ut or bosatt, and the handler moves capacity by the difference.
+Allocation itself (which kommune) is decided in `allokering.py`.
 """
 
-from dataclasses import dataclass, field
-from datetime import date
+import calendar
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from enum import StrEnum
 from uuid import UUID
 
-from shared.catalogue import AvtaleInngatt, Avslatt, Bosatt, EventData, Fordelt, Kategori
+from services.bosetting.allokering import Hushald, Medlem
+from shared.catalogue import (
+    AvtaleInngatt,
+    Avslatt,
+    Bosatt,
+    EventData,
+    Fordelt,
+    FordelingOppheva,
+    FristNaermar,
+    FristOverskriden,
+    KartleggingFullfort,
+    Kategori,
+    Sakstype,
+    Trukke,
+    VedtakFattet,
+    VedtakKorrigert,
+)
 
 
 class Status(StrEnum):
@@ -24,9 +45,11 @@ class Status(StrEnum):
     fordelt = "fordelt"  # allocated, waiting for the kommune's answer
     sokt_ut = "sokt_ut"  # agreement reached (avtale inngått), settlement date agreed
     bosatt = "bosatt"  # settled: final
+    trukke = "trukke"  # withdrawn from settlement: final
 
 
-FINAL = {Status.bosatt}
+FINAL = {Status.bosatt, Status.trukke}
+HELD = {Status.fordelt, Status.sokt_ut, Status.bosatt}  # statuses that use places at a kommune
 
 
 class DomainError(Exception):
@@ -42,6 +65,41 @@ class Person:
     person_id: str
     fodselsar: int
     kjonn: str
+    skjerma: bool = False  # protected identity: never leaves this service with details
+    statsborgarskap: str | None = None
+    # From the competence mapping (kartlegging.fullfort), used to match kommunar:
+    utdanningsniva: str | None = None
+    sektorar: list[str] = field(default_factory=list)
+    saerlege_behov: list[str] = field(default_factory=list)
+    nettverk: list[str] = field(default_factory=list)
+
+
+def personar_av(vedtak: VedtakFattet | VedtakKorrigert, tidlegare: list[Person] = ()) -> list[Person]:
+    """Persons of a (corrected) vedtak, keeping what the mapping told us about known persons."""
+    kjende = {p.person_id: p for p in tidlegare}
+    result = []
+    for p in vedtak.personar:
+        base = kjende.get(p.person_id) or Person(p.person_id, p.fodselsar, p.kjonn)
+        result.append(
+            replace(base, fodselsar=p.fodselsar, kjonn=p.kjonn, skjerma=p.skjerma, statsborgarskap=p.statsborgarskap)
+        )
+    return result
+
+
+def legg_til_manader(dato: date, manader: int) -> date:
+    month = dato.month - 1 + manader
+    year, month = dato.year + month // 12, month % 12 + 1
+    return date(year, month, min(dato.day, calendar.monthrange(year, month)[1]))
+
+
+def frist_for(kategori: Kategori, sakstype: str, privatbuande: bool, vedtaksdato: date) -> date:
+    """The settlement deadline target: 3 months from the decision for unaccompanied minors
+    and for families with children from mottak; 6 months for other adults and for
+    resettlement refugees (whose vedtaksdato is the entry permit)."""
+    tre_manader = kategori == Kategori.einsleg_mindrearig or (
+        kategori == Kategori.barnefamilie and not privatbuande and sakstype != Sakstype.overforing
+    )
+    return legg_til_manader(vedtaksdato, 3 if tre_manader else 6)
 
 
 @dataclass
@@ -57,22 +115,88 @@ class Sak:
     busetjingsdato: date | None = None
     avslatt_av: list[str] = field(default_factory=list)
     mottak_id: str | None = None
+    privatbuande: bool = False
     bustadkommune: str | None = None
     correlationid: UUID | None = None
+    frist: date | None = None
+    frist_naermar_sendt: bool = False
+    frist_overskriden_sendt: bool = False
+
+    def __post_init__(self):
+        if self.frist is None:
+            self.frist = frist_for(self.kategori, self.sakstype, self.privatbuande, self.vedtaksdato)
+
+    @classmethod
+    def opne(cls, sak_id: str, vedtak: VedtakFattet, correlationid: UUID | None) -> "Sak":
+        """A new sak is under kartlegging, unless every member has protected identity: they
+        are mapped in the protected store, so the sak is ready for allocation at once."""
+        alle_skjerma = all(p.skjerma for p in vedtak.personar)
+        return cls(
+            sak_id=sak_id,
+            reg_nummer=vedtak.reg_nummer,
+            kategori=vedtak.kategori,
+            sakstype=vedtak.sakstype.value,
+            vedtaksdato=vedtak.vedtaksdato,
+            personar=personar_av(vedtak),
+            mottak_id=vedtak.mottak_id,
+            privatbuande=vedtak.privatbuande,
+            bustadkommune=vedtak.bustadkommune,
+            correlationid=correlationid,
+            status=Status.fordelingsklar if alle_skjerma else Status.under_kartlegging,
+        )
 
     @property
     def tal_personar(self) -> int:
         return len(self.personar)
 
-    def kartlegging_fullfort(self, sak_komplett: bool) -> list[EventData]:
-        # Later mappings of an already allocated case change nothing here.
-        if sak_komplett and self.status == Status.under_kartlegging:
+    @property
+    def synlege_personar(self) -> list[str]:
+        """Person ids that may leave this service: protected identities are left out."""
+        return [p.person_id for p in self.personar if not p.skjerma]
+
+    def plass(self) -> tuple[str, Kategori, int] | None:
+        """The places this sak uses at a kommune: (kommune, group, persons), or None."""
+        if self.status in HELD and self.kommunenummer:
+            return (self.kommunenummer, self.kategori, self.tal_personar)
+        return None
+
+    # --- events from other parties -----------------------------------------------------
+
+    def kartlegging_fullfort(self, data: KartleggingFullfort) -> list[EventData]:
+        for i, p in enumerate(self.personar):
+            if p.person_id == data.person_id:
+                self.personar[i] = replace(
+                    p,
+                    utdanningsniva=data.utdanning.niva,
+                    sektorar=sorted({a.sektor for a in data.arbeid}),
+                    saerlege_behov=list(data.saerlege_behov),
+                    nettverk=list(data.nettverk_kommunar),
+                )
+        # Later mappings of an already allocated case change nothing in its status.
+        if data.sak_komplett and self.status == Status.under_kartlegging:
             self.status = Status.fordelingsklar
         return []
 
     def mottak_status(self, mottak_id: str, status: str) -> list[EventData]:
         self.mottak_id = None if status == "utflytta" else mottak_id
         return []
+
+    def korriger(self, data: VedtakKorrigert) -> list[EventData]:
+        """UDI corrected the household. A pending allocation is cancelled, so the kommune
+        answers the household as it really is; an agreement stands, with its places moved
+        to the corrected group and size. The deadline follows the corrected category."""
+        if self.status == Status.trukke:
+            return []
+        self.reg_nummer = data.reg_nummer
+        self.kategori = data.kategori
+        self.personar = personar_av(data, self.personar)
+        self.frist = frist_for(self.kategori, self.sakstype, self.privatbuande, self.vedtaksdato)
+        if self.status != Status.fordelt:
+            return []
+        kommune, self.kommunenummer, self.status = self.kommunenummer, None, Status.fordelingsklar
+        return [FordelingOppheva(kommunenummer=kommune, grunn="the household was corrected by UDI")]
+
+    # --- commands ---------------------------------------------------------------------
 
     def fordel(self, kommunenummer: str) -> list[EventData]:
         self._krev(Status.fordelingsklar, "fordel")
@@ -85,7 +209,8 @@ class Sak:
                 reg_nummer=self.reg_nummer,
                 kommunenummer=kommunenummer,
                 kategori=self.kategori,
-                personar=[p.person_id for p in self.personar],
+                personar=self.synlege_personar,
+                tal_personar=self.tal_personar,
             )
         ]
 
@@ -113,10 +238,12 @@ class Sak:
         self.avslatt_av.append(kommunenummer)
         return [Avslatt(kommunenummer=kommunenummer, grunn=grunn)]
 
-    def bosett(self, busetjingsdato: date) -> list[EventData]:
-        if self.status == Status.bosatt:
+    def bosett(self, kommunenummer: str, busetjingsdato: date) -> list[EventData]:
+        """The kommune registers that the household has moved in. Repeating it is a no-op."""
+        if self.status == Status.bosatt and self.kommunenummer == kommunenummer:
             return []
         self._krev(Status.sokt_ut, "bosett")
+        self._krev_kommune(kommunenummer)
         self.status = Status.bosatt
         self.busetjingsdato = busetjingsdato
         return [
@@ -124,10 +251,61 @@ class Sak:
                 kommunenummer=self.kommunenummer,
                 busetjingsdato=busetjingsdato,
                 kategori=self.kategori,
-                personar=[p.person_id for p in self.personar],
+                personar=self.synlege_personar,
                 vedtaksdato=self.vedtaksdato,
+                tal_personar=self.tal_personar,
             )
         ]
+
+    def trekk(self, arsak: str) -> list[EventData]:
+        """Withdraw the case from settlement; places it held are released."""
+        if self.status == Status.trukke:
+            return []
+        if self.status == Status.bosatt:
+            raise UgyldigOvergang("cannot withdraw a settled sak")
+        kommune = self.kommunenummer if self.status in HELD else None
+        self.status = Status.trukke
+        return [Trukke(arsak=arsak, kommunenummer=kommune)]
+
+    # --- deadline -----------------------------------------------------------------------
+
+    def fristvarsel(self, idag: date, varsel_dagar: int) -> list[EventData]:
+        """Deadline events due today, each at most once per case. A case first seen after
+        its deadline gets only `frist_overskriden` (a 'nearing' notice would be noise)."""
+        if self.status in FINAL or self.frist_overskriden_sendt:
+            return []
+        if idag > self.frist:
+            self.frist_naermar_sendt = self.frist_overskriden_sendt = True
+            return [FristOverskriden(frist=self.frist, kategori=self.kategori, status=self.status.value)]
+        if not self.frist_naermar_sendt and idag >= self.frist - timedelta(days=varsel_dagar):
+            self.frist_naermar_sendt = True
+            return [FristNaermar(frist=self.frist, kategori=self.kategori, status=self.status.value)]
+        return []
+
+    # --- allocation input ---------------------------------------------------------------
+
+    def hushald(self, idag: date) -> Hushald:
+        """The household as the optimiser sees it: members' needs and competence, waiting
+        time, deadline, refusals, where it lives and where its network is."""
+        return Hushald(
+            sak_id=self.sak_id,
+            kategori=self.kategori,
+            medlemmer=tuple(
+                Medlem(
+                    alder=max(0, idag.year - p.fodselsar),
+                    kjonn=p.kjonn,
+                    saerlege_behov=bool(p.saerlege_behov),
+                    utdanningsniva=p.utdanningsniva,
+                    sektorar=frozenset(p.sektorar),
+                )
+                for p in self.personar
+            ),
+            ventedagar=(idag - self.vedtaksdato).days,
+            dagar_til_frist=(self.frist - idag).days,
+            avslatt_av=frozenset(self.avslatt_av),
+            bustadkommune=self.bustadkommune if self.privatbuande else None,
+            nettverk=frozenset(k for p in self.personar for k in p.nettverk),
+        )
 
     def _krev(self, status: Status, kommando: str) -> None:
         if self.status != status:
@@ -136,49 +314,3 @@ class Sak:
     def _krev_kommune(self, kommunenummer: str) -> None:
         if self.kommunenummer != kommunenummer:
             raise UgyldigOvergang("sak is not allocated to this kommune")
-
-
-@dataclass
-class Kapasitet:
-    """A kommune's decided places (vedtaksplassar) and places in use, per group, in persons."""
-
-    kommunenummer: str
-    kategori: Kategori
-    plassar: int
-    brukt: int = 0
-
-    @property
-    def ledige(self) -> int:
-        return self.plassar - self.brukt
-
-
-def velg_kommune(sak: Sak, kapasitet: list[Kapasitet]) -> Kapasitet | None:
-    """The greedy rule (IMDi's late-in-year practice, kept as the optimiser's baseline).
-
-    Among kommunar with a decision for the sak's group, enough free places for the whole
-    household, and no earlier refusal of this sak: the one where a privately living
-    household already lives, otherwise the one with the most free places.
-    """
-    kandidatar = [
-        k
-        for k in kapasitet
-        if k.kategori == sak.kategori and k.ledige >= sak.tal_personar and k.kommunenummer not in sak.avslatt_av
-    ]
-    if not kandidatar:
-        return None
-    heime = [k for k in kandidatar if k.kommunenummer == sak.bustadkommune]
-    if heime:
-        return heime[0]
-    return max(kandidatar, key=lambda k: (k.ledige, k.kommunenummer))
-
-
-def fordel_saker(saker: list[Sak], kapasitet: list[Kapasitet]) -> list[tuple[Sak, list[EventData]]]:
-    """Allocate fordelingsklar saker in order, reserving places as it goes."""
-    resultat = []
-    for sak in saker:
-        val = velg_kommune(sak, kapasitet)
-        if val is None:
-            continue  # waits for capacity; tried again next round
-        val.brukt += sak.tal_personar
-        resultat.append((sak, sak.fordel(val.kommunenummer)))
-    return resultat

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.kartlegging import handlers, store
 from services.kartlegging.domain import DomainError
-from shared.catalogue import Arbeidserfaring, Kartleggingstype, Sprak, Utdanning
+from shared.catalogue import Arbeidserfaring, Kartleggingstype, Kommunenummer, SaerlegeBehov, Sprak, Utdanning
 from shared.http import Problem
 from shared.service import Runtime, current_runtime
 
@@ -18,12 +18,15 @@ PersonIdPath = Annotated[str, Path(pattern=r"^p-[0-9a-f]{16,64}$", description="
 
 
 class Kartleggingsinnhald(BaseModel):
-    """One person's mapping: education, work experience and languages."""
+    """One person's mapping: education, work experience, languages, particular needs and
+    where close relatives or a network live."""
 
     model_config = ConfigDict(extra="forbid")
     utdanning: Utdanning
     arbeid: list[Arbeidserfaring] = Field(default_factory=list, max_length=20)
     sprak: list[Sprak] = Field(default_factory=list, max_length=20)
+    saerlege_behov: list[SaerlegeBehov] = Field(default_factory=list, max_length=5)
+    nettverk_kommunar: list[Kommunenummer] = Field(default_factory=list, max_length=10)
 
 
 class Kvittering(BaseModel):

@@ -40,10 +40,14 @@ class Kartleggingssak:
         kartleggingstype = (
             Kartleggingstype.forenkla if vedtak.sakstype == Sakstype.kollektivt_vern else Kartleggingstype.ordinaer
         )
-        ids = [p.person_id for p in vedtak.personar if skal_kartleggjast(p.fodselsar, vedtak.kategori, vedtak.vedtaksdato)]
-        if not ids:  # a household with no adult: map the oldest, who speaks for it
-            ids = [min(vedtak.personar, key=lambda p: p.fodselsar).person_id]
+        # Persons with protected identity are mapped in the protected store, never here.
+        synlege = [p for p in vedtak.personar if not p.skjerma]
+        ids = [p.person_id for p in synlege if skal_kartleggjast(p.fodselsar, vedtak.kategori, vedtak.vedtaksdato)]
+        if not ids and synlege:  # a household with no adult: map the oldest, who speaks for it
+            ids = [min(synlege, key=lambda p: p.fodselsar).person_id]
         sak = cls(sak_id, kartleggingstype, dict.fromkeys(ids))
+        if not ids:  # everyone is protected: nothing to map here (bosetting knows this too)
+            return sak, []
         return sak, [KartleggingStartet(kartleggingstype=kartleggingstype, personar=ids)]
 
     @property
