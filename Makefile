@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test bench install services clean
+.PHONY: demo test bench bench-hop bench-allocation install services clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,5 +29,11 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 # Benchmarks (ratios against a baseline measured in the same run); results in bench/results/.
-bench: install services
+bench: bench-hop bench-allocation
+
+bench-hop: install services
 	$(BIN)/python -m bench.hop $(ARGS)
+
+# The allocation optimiser against the greedy baseline and the hindsight optimum (no services).
+bench-allocation: install
+	$(BIN)/python -m bench.allocation $(ARGS)

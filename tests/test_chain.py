@@ -1,7 +1,10 @@
 """The whole chain as processes (three services, three relays) on the real broker and
-database, driven by the simulator acting as UDI, mottak and kommunar."""
+database, driven by the simulator acting as UDI, mottak, the IMDi caseworker (who confirms,
+overrides and withdraws) and kommunar. A run is done when every case is settled or withdrawn."""
 
 import asyncio
+import json
+from datetime import date
 
 import aio_pika
 import asyncpg
@@ -12,21 +15,34 @@ from shared.publish import envelope_for, publish_envelope, publish_raw
 from shared.topology import EVENTS
 from sim.actors import UDI, Simulator
 from sim.demo import kommunar
-from sim.workload import households
+from sim.workload import households, withdrawn
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("chain")
 
 
+KOMMUNAR = [k for k, _, _ in kommunar()]
+
+
 async def run_households(env, workload, rate: float = 50.0, during=None, timeout: float = 120.0) -> Simulator:
-    async with Simulator(env, workload) as sim:
-        await sim.decide_capacity(kommunar())
+    async with Simulator(env, workload, kommunenummer=KOMMUNAR) as sim:
+        await sim.decide_capacity(kommunar(), date.today().year)
         arrivals = asyncio.create_task(sim.publish_vedtak(rate))
-        if during is not None:
-            await during(sim)
-        await eventually(lambda: _done(sim), timeout=timeout, interval=0.25)
-        await arrivals
+        caseworker = asyncio.create_task(sim.caseworker(interval=0.25))
+        try:
+            if during is not None:
+                await during(sim)
+            await eventually(lambda: _done(sim), timeout=timeout, interval=0.25)
+            await arrivals
+        finally:
+            caseworker.cancel()
         return sim
+
+
+def outcome(workload) -> tuple[set[str], set[str]]:
+    """The cases the run should settle, and those the caseworker withdraws (the workload decides)."""
+    gone = {h.sak_id for h in workload if withdrawn(h.sak_id)}
+    return {h.sak_id for h in workload} - gone, gone
 
 
 async def _done(sim):
@@ -48,19 +64,29 @@ async def dlq_depths(env) -> dict[str, int]:
 
 
 async def test_a_case_flows_from_vedtak_to_bosatt(env):
-    workload = households(30, seed=11, kommunar=[k for k, _ in kommunar()])
+    workload = households(30, seed=11, kommunar=KOMMUNAR)
     sim = await run_households(env, workload)
     assert not sim.errors
+    settle, gone = outcome(workload)
+    assert sim.withdrawn_cases == gone
     ids = [h.sak_id for h in workload]
     conn = await db(env, "bosetting")
     try:
-        statuses = await conn.fetch("SELECT status, count(*) FROM sak WHERE sak_id = ANY($1) GROUP BY 1", ids)
-        assert {r["status"]: r["count"] for r in statuses} == {"bosatt": 30}
+        rows = await conn.fetch("SELECT sak_id, status FROM sak WHERE sak_id = ANY($1)", ids)
+        assert {r["sak_id"]: r["status"] for r in rows} == {s: "bosatt" for s in settle} | {s: "trukke" for s in gone}
+        # every settled case was proposed by the optimiser and confirmed (or overridden) by the caseworker
+        decided = await conn.fetchval(
+            "SELECT count(DISTINCT sak_id) FROM forslag WHERE sak_id = ANY($1) AND status IN ('stadfesta', 'overstyrt')", ids
+        )
+        assert decided >= len(settle)
     finally:
         await conn.close()
 
     # kompetanse built a profile from the mapping events and serves it, audited
-    person = next(p for h in workload for p in h.vedtak.personar if h.vedtak.vedtaksdato.year - p.fodselsar >= 18)
+    settled = [h for h in workload if h.sak_id in settle]
+    person = next(
+        p for h in settled for p in h.vedtak.personar if h.vedtak.vedtaksdato.year - p.fodselsar >= 18 and not p.skjerma
+    )
     token = env.settings().kompetanse_token
     async with httpx.AsyncClient(base_url=env.url("kompetanse")) as http:
         url = f"/personar/{person.person_id}/kompetanse"
@@ -119,7 +145,8 @@ async def _grew(env, before, services):
 
 
 async def test_sigkill_mid_stream_loses_nothing(env, chain):
-    workload = households(300, seed=13, kommunar=[k for k, _ in kommunar()])
+    workload = households(300, seed=13, kommunar=KOMMUNAR)
+    settle, gone = outcome(workload)
     before = await dlq_depths(env)
 
     async def faults(sim):
@@ -136,26 +163,38 @@ async def test_sigkill_mid_stream_loses_nothing(env, chain):
     sim = await run_households(env, workload, rate=60.0, during=faults, timeout=180)
     assert not sim.errors
     ids = [h.sak_id for h in workload]
-    persons = sum(h.persons for h in workload)
     conn = await db(env, "bosetting")
     try:
-        assert await conn.fetchval("SELECT count(*) FROM sak WHERE sak_id = ANY($1) AND status = 'bosatt'", ids) == 300
-        # each household settled exactly once: one bosatt event per case in the outbox
+        rows = await conn.fetch("SELECT sak_id, status FROM sak WHERE sak_id = ANY($1)", ids)
+        assert {r["sak_id"]: r["status"] for r in rows} == {s: "bosatt" for s in settle} | {s: "trukke" for s in gone}
+        # each household settled exactly once: one bosatt event per settled case in the outbox,
+        # none for a withdrawn one (which has exactly one trukke)
         per_case = await conn.fetch(
-            "SELECT subject, count(*) FROM outbox WHERE type = 'bosetting.bosatt' AND subject = ANY($1) GROUP BY 1", ids
+            "SELECT subject, type, count(*) FROM outbox WHERE type IN ('bosetting.bosatt', 'bosetting.trukke')"
+            " AND subject = ANY($1) GROUP BY 1, 2",
+            ids,
         )
-        assert len(per_case) == 300 and all(r["count"] == 1 for r in per_case)
+        assert {(r["subject"], r["type"]): r["count"] for r in per_case} == (
+            {(s, "bosetting.bosatt"): 1 for s in settle} | {(s, "bosetting.trukke"): 1 for s in gone}
+        )
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL AND subject = ANY($1)", ids) == 0
+        # the persons kompetanse must see as settled: those in the bosatt events (corrections
+        # included, protected identities never)
+        settled = sorted({
+            p for r in await conn.fetch("SELECT body FROM outbox WHERE type = 'bosetting.bosatt' AND subject = ANY($1)", ids)
+            for p in json.loads(r["body"])["data"]["personar"]
+        })
     finally:
         await conn.close()
-    # kompetanse consumes bosatt after the simulator saw it: wait for it to catch up
-    settled = [p.person_id for h in workload for p in h.vedtak.personar]
+    skjerma = {p.person_id for h in workload for p in h.vedtak.personar if p.skjerma}
+    assert settled and not skjerma & set(settled)
 
+    # kompetanse consumes bosatt after the simulator saw it: wait for it to catch up
     async def kompetanse_settled():
         conn = await db(env, "kompetanse")
         try:
             n = await conn.fetchval("SELECT count(*) FROM profil WHERE bosatt AND person_id = ANY($1)", settled)
-            return n == persons or None
+            return n == len(settled) or None
         finally:
             await conn.close()
 

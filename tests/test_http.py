@@ -1,6 +1,9 @@
 """The services' HTTP APIs against the running chain: bad input gets a 4xx problem+json
-(RFC 9457), validation errors name fields but never echo submitted values, and the
-kompetanse API wants a bearer token and a purpose."""
+(RFC 9457), validation errors name fields but never echo submitted values, bosetting wants
+a caseworker's or the kommune's own bearer token, and the kompetanse API wants a bearer
+token and a purpose."""
+
+from datetime import date
 
 import aio_pika
 import httpx
@@ -16,6 +19,11 @@ pytestmark = pytest.mark.usefixtures("chain")
 PROBLEM = "application/problem+json"
 SECRET = "Ola Nordmann 01019912345"
 UTDANNING = {"niva": "bachelor", "ar": 15}
+AR = date.today().year
+
+
+def auth(env, subject: str) -> dict:
+    return {"Authorization": f"Bearer {env.token(subject)}"}
 
 
 def assert_problem(r: httpx.Response, status: int) -> dict:
@@ -46,7 +54,7 @@ async def household(env):
         await publish_envelope(exchange, envelope_for(v, sak_id, UDI, 1))
 
     async def known(service: str, path: str):
-        async with httpx.AsyncClient(base_url=env.url(service)) as http:
+        async with httpx.AsyncClient(base_url=env.url(service), headers=auth(env, "imdi:test")) as http:
             r = await http.get(path)
             return r.json() if r.status_code == 200 else None
 
@@ -58,8 +66,19 @@ async def household(env):
 
 @pytest.fixture
 async def bosetting(env):
+    """A client for bosetting; calls pass a token (`imdi`, `oslo`) or none."""
     async with httpx.AsyncClient(base_url=env.url("bosetting")) as http:
         yield http
+
+
+@pytest.fixture
+def imdi(env) -> dict:
+    return auth(env, "imdi:test")
+
+
+@pytest.fixture
+def oslo(env) -> dict:
+    return auth(env, "kommune:0301")
 
 
 @pytest.fixture
@@ -183,91 +202,138 @@ async def test_kartlegging_accepts_then_refuses_a_different_resubmission(kartleg
 # --- bosetting -------------------------------------------------------------------------
 
 
-async def test_svar_akseptert_without_busetjingsdato_is_422(bosetting, household):
+async def test_bosetting_without_a_valid_token_is_401(env, bosetting, household):
     sak_id, _ = household
-    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "akseptert"})
+    forged = [
+        {},
+        {"Authorization": "Bearer imdi:test"},
+        {"Authorization": "Bearer " + env.token("imdi:test") + "x"},
+        {"Authorization": "Basic " + env.token("imdi:test")},
+    ]
+    for headers in forged:
+        assert_problem(await bosetting.get(f"/saker/{sak_id}", headers=headers), 401)
+        assert_problem(await bosetting.get("/kommunar", headers=headers), 401)
+        r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "avslatt", "grunn": "x"}, headers=headers)
+        assert_problem(r, 401)
+
+
+async def test_bosetting_with_the_wrong_role_or_kommune_is_403(env, bosetting, household, imdi, oslo):
+    sak_id, _ = household
+    assert_problem(await bosetting.get(f"/saker/{sak_id}", headers=oslo), 403)
+    assert_problem(await bosetting.post("/forslag/stadfesting", json={"sak_ids": [sak_id]}, headers=oslo), 403)
+    assert_problem(await bosetting.get("/kommunar/4601/saker", headers=oslo), 403)
+    assert_problem(await bosetting.get("/kommunar/0301/saker", headers=imdi), 403)
+    r = await bosetting.post(f"/kommunar/4601/saker/{sak_id}/svar", json={"svar": "avslatt", "grunn": "x"}, headers=oslo)
+    assert_problem(r, 403)
+    assert_problem(await bosetting.put(f"/kommunar/4601/vedtak/{AR}", json={"vaksen": 5}, headers=oslo), 403)
+    assert (await bosetting.get(f"/saker/{sak_id}", headers=imdi)).json()["status"] == "under_kartlegging"
+
+
+async def test_a_kommune_sees_no_household_not_allocated_to_it(bosetting, household, oslo):
+    sak_id, _ = household
+    r = await bosetting.get("/kommunar/0301/saker", headers=oslo)
+    assert r.status_code == 200
+    assert sak_id not in r.text
+
+
+async def test_svar_akseptert_without_busetjingsdato_is_422(bosetting, household, oslo):
+    sak_id, _ = household
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "akseptert"}, headers=oslo)
     body = assert_problem(r, 422)
     assert any("busetjingsdato" in e["message"] for e in body["errors"])
 
 
-async def test_svar_avslatt_without_grunn_is_422(bosetting, household):
+async def test_svar_avslatt_without_grunn_is_422(bosetting, household, oslo):
     sak_id, _ = household
-    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "avslatt"})
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "avslatt"}, headers=oslo)
     body = assert_problem(r, 422)
     assert any("grunn" in e["message"] for e in body["errors"])
 
 
-async def test_svar_with_an_unknown_answer_or_field_is_422_without_echo(bosetting, household):
+async def test_svar_with_an_unknown_answer_or_field_is_422_without_echo(bosetting, household, oslo):
     sak_id, _ = household
-    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": SECRET})
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": SECRET}, headers=oslo)
     assert "body.svar" in error_fields(assert_problem(r, 422))
     r = await bosetting.post(
-        f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "avslatt", "grunn": "full", "kommentar": SECRET}
+        f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "avslatt", "grunn": "full", "kommentar": SECRET}, headers=oslo
     )
     assert "body.kommentar" in error_fields(assert_problem(r, 422))
     assert SECRET not in r.text
 
 
-async def test_svar_on_an_unknown_sak_is_404(bosetting):
+async def test_svar_on_an_unknown_sak_is_404(bosetting, oslo):
     r = await bosetting.post(
-        f"/kommunar/0301/saker/{new_sak_id()}/svar", json={"svar": "akseptert", "busetjingsdato": "2023-09-01"}
+        f"/kommunar/0301/saker/{new_sak_id()}/svar", json={"svar": "akseptert", "busetjingsdato": "2023-09-01"}, headers=oslo
     )
     assert_problem(r, 404)
-    r = await bosetting.post(f"/kommunar/0301/saker/{new_sak_id()}/svar", json={"svar": "avslatt", "grunn": "full"})
+    r = await bosetting.post(f"/kommunar/0301/saker/{new_sak_id()}/svar", json={"svar": "avslatt", "grunn": "full"}, headers=oslo)
     assert_problem(r, 404)
 
 
-async def test_svar_on_a_sak_not_allocated_is_409(bosetting, household):
+async def test_svar_on_a_sak_not_allocated_to_the_kommune_is_404(bosetting, household, imdi, oslo):
     sak_id, _ = household
     r = await bosetting.post(
-        f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "akseptert", "busetjingsdato": "2023-09-01"}
+        f"/kommunar/0301/saker/{sak_id}/svar", json={"svar": "akseptert", "busetjingsdato": "2023-09-01"}, headers=oslo
     )
-    assert_problem(r, 409)
-    assert (await bosetting.get(f"/saker/{sak_id}")).json()["status"] == "under_kartlegging"
+    assert_problem(r, 404)  # the same as an unknown sak: a kommune cannot probe others' ids
+    assert (await bosetting.get(f"/saker/{sak_id}", headers=imdi)).json()["status"] == "under_kartlegging"
 
 
-async def test_busetjing_on_a_sak_not_sokt_ut_is_409(bosetting, household):
+async def test_busetjing_on_a_sak_not_allocated_to_the_kommune_is_404(bosetting, household, imdi, oslo):
     sak_id, _ = household
-    r = await bosetting.post(f"/saker/{sak_id}/busetjing", json={"busetjingsdato": "2023-09-01"})
-    body = assert_problem(r, 409)
-    assert "under_kartlegging" in body.get("detail", "")
-    sak = (await bosetting.get(f"/saker/{sak_id}")).json()
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/busetjing", json={"busetjingsdato": "2023-09-01"}, headers=oslo)
+    body = assert_problem(r, 404)
+    assert "under_kartlegging" not in r.text  # a kommune learns nothing of a sak not allocated to it
+    assert body["title"] == "No such sak"
+    sak = (await bosetting.get(f"/saker/{sak_id}", headers=imdi)).json()
     assert sak["status"] == "under_kartlegging"
     assert sak["busetjingsdato"] is None
 
 
-async def test_busetjing_on_an_unknown_sak_is_404(bosetting):
-    assert_problem(await bosetting.post(f"/saker/{new_sak_id()}/busetjing", json={"busetjingsdato": "2023-09-01"}), 404)
-    assert_problem(await bosetting.get(f"/saker/{new_sak_id()}"), 404)
+async def test_busetjing_on_an_unknown_sak_is_404(bosetting, imdi, oslo):
+    r = await bosetting.post(f"/kommunar/0301/saker/{new_sak_id()}/busetjing", json={"busetjingsdato": "2023-09-01"}, headers=oslo)
+    assert_problem(r, 404)
+    assert_problem(await bosetting.get(f"/saker/{new_sak_id()}", headers=imdi), 404)
 
 
-async def test_busetjing_with_a_bad_date_is_422(bosetting, household):
+async def test_busetjing_with_a_bad_date_is_422(bosetting, household, oslo):
     sak_id, _ = household
-    r = await bosetting.post(f"/saker/{sak_id}/busetjing", json={"busetjingsdato": "01.09.2023"})
+    r = await bosetting.post(f"/kommunar/0301/saker/{sak_id}/busetjing", json={"busetjingsdato": "01.09.2023"}, headers=oslo)
     assert error_fields(assert_problem(r, 422)) == ["body.busetjingsdato"]
 
 
-async def test_bosetting_bad_path_is_422(bosetting):
-    r = await bosetting.get("/saker/SAK-1")
+async def test_bosetting_bad_path_is_422(bosetting, imdi, oslo):
+    r = await bosetting.get("/saker/SAK-1", headers=imdi)
     assert "path.sak_id" in error_fields(assert_problem(r, 422))
-    r = await bosetting.post(f"/kommunar/301/saker/{new_sak_id()}/svar", json={"svar": "avslatt", "grunn": "full"})
+    r = await bosetting.post(f"/kommunar/301/saker/{new_sak_id()}/svar", json={"svar": "avslatt", "grunn": "full"}, headers=oslo)
     assert "path.kommunenummer" in error_fields(assert_problem(r, 422))
 
 
-async def test_kapasitet_for_an_unknown_kommune_is_404(bosetting):
-    r = await bosetting.put("/kommunar/9999/kapasitet", json={"vaksen": 5})
+async def test_vedtak_for_an_unknown_kommune_is_404(bosetting, imdi):
+    r = await bosetting.put(f"/kommunar/9999/vedtak/{AR}", json={"vaksen": 5}, headers=imdi)
     assert_problem(r, 404)
-    kommunar = (await bosetting.get("/kommunar")).json()
+    kommunar = (await bosetting.get("/kommunar", headers=imdi)).json()
     assert "9999" not in {k["kommunenummer"] for k in kommunar}
 
 
-async def test_negative_kapasitet_is_422(bosetting):
-    before = (await bosetting.get("/kommunar")).json()
-    r = await bosetting.put("/kommunar/0301/kapasitet", json={"vaksen": -1})
+async def test_negative_or_unknown_places_are_422(bosetting, imdi, oslo):
+    before = (await bosetting.get("/kommunar/0301", headers=imdi)).json()
+    r = await bosetting.put(f"/kommunar/0301/vedtak/{AR}", json={"vaksen": -1}, headers=oslo)
     assert error_fields(assert_problem(r, 422)) == ["body.vaksen"]
-    r = await bosetting.put("/kommunar/0301/kapasitet", json={"barnefamilie": 5, "turistar": 3})
+    r = await bosetting.put(f"/kommunar/0301/vedtak/{AR}", json={"barnefamilie": 5, "turistar": 3}, headers=oslo)
     assert "body.turistar" in error_fields(assert_problem(r, 422))
-    assert (await bosetting.get("/kommunar")).json() == before
+    r = await bosetting.put(f"/anmodningar/{AR}", json={"kommunar": {SECRET: {"vaksen": 1}}}, headers=imdi)
+    assert_problem(r, 422)
+    assert "Nordmann" not in r.text
+    after = (await bosetting.get("/kommunar/0301", headers=imdi)).json()
+    assert (after["kapasitet"], after["anmodningar"]) == (before["kapasitet"], before["anmodningar"])
+
+
+async def test_the_shipped_kommunar_are_loaded(bosetting, imdi):
+    kommunar = (await bosetting.get("/kommunar", headers=imdi)).json()
+    assert len(kommunar) == 356
+    oslo = next(k for k in kommunar if k["kommunenummer"] == "0301")
+    assert oslo["namn"] == "Oslo" and oslo["fylke"] == "Oslo" and oslo["innbyggjarar"] > 600_000
 
 
 # --- kompetanse ------------------------------------------------------------------------

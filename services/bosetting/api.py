@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.bosetting import handlers, store
-from services.bosetting.domain import DomainError, Sak, Status
+from services.bosetting.domain import DomainError, IkkjeKommunensSak, Sak, Status
 from services.bosetting.referansedata import Tilbod
 from shared import tokens
 from shared.catalogue import KapasitetRapportert, Kategori, Kommunenummer
@@ -233,7 +233,8 @@ class Trekking(BaseModel):
 async def _run(command):
     try:
         return await command
-    except handlers.SakFinstIkkje:
+    except (handlers.SakFinstIkkje, IkkjeKommunensSak):
+        # The same answer for an unknown sak and another kommune's: ids cannot be probed.
         raise Problem(404, "No such sak") from None
     except handlers.KommuneFinstIkkje:
         raise Problem(404, "No such kommune") from None

@@ -60,6 +60,10 @@ class UgyldigOvergang(DomainError):
     """Invalid transition for the sak's current status."""
 
 
+class IkkjeKommunensSak(UgyldigOvergang):
+    """The sak is not allocated to the kommune that asks; to that kommune it does not exist."""
+
+
 @dataclass
 class Person:
     person_id: str
@@ -220,8 +224,8 @@ class Sak:
         repeated = self.kommunenummer == kommunenummer and self.busetjingsdato == busetjingsdato
         if repeated and self.status in (Status.sokt_ut, Status.bosatt):
             return []
+        self._krev_kommune(kommunenummer)  # first: another kommune learns nothing of the sak's status
         self._krev(Status.fordelt, "avtal")
-        self._krev_kommune(kommunenummer)
         self.status = Status.sokt_ut
         self.busetjingsdato = busetjingsdato
         return [AvtaleInngatt(kommunenummer=kommunenummer, busetjingsdato=busetjingsdato)]
@@ -231,8 +235,8 @@ class Sak:
         Repeating it is a no-op, even after the sak has been allocated elsewhere."""
         if kommunenummer in self.avslatt_av:
             return []
+        self._krev_kommune(kommunenummer)  # first: another kommune learns nothing of the sak's status
         self._krev(Status.fordelt, "avsla")
-        self._krev_kommune(kommunenummer)
         self.status = Status.fordelingsklar
         self.kommunenummer = None
         self.avslatt_av.append(kommunenummer)
@@ -242,8 +246,8 @@ class Sak:
         """The kommune registers that the household has moved in. Repeating it is a no-op."""
         if self.status == Status.bosatt and self.kommunenummer == kommunenummer:
             return []
+        self._krev_kommune(kommunenummer)  # first: another kommune learns nothing of the sak's status
         self._krev(Status.sokt_ut, "bosett")
-        self._krev_kommune(kommunenummer)
         self.status = Status.bosatt
         self.busetjingsdato = busetjingsdato
         return [
@@ -313,4 +317,4 @@ class Sak:
 
     def _krev_kommune(self, kommunenummer: str) -> None:
         if self.kommunenummer != kommunenummer:
-            raise UgyldigOvergang("sak is not allocated to this kommune")
+            raise IkkjeKommunensSak("sak is not allocated to this kommune")

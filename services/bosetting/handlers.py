@@ -160,8 +160,10 @@ async def stadfest(rt: Runtime, sak_ids: list[str], utfort_av: str, grunn: str |
     is emitted. All or nothing; confirming a proposal that is already confirmed is a no-op."""
     async with unit_of_work(rt.pool, rt.source) as uow:
         saker, manglar = [], []
-        for sak_id in sorted(set(sak_ids)):  # one lock order for every batch: no deadlocks
-            sak = await store.get_sak(uow.conn, sak_id)
+        # Lock every sak first, in one order, before any capacity row: the allocator takes
+        # saker then capacity too, so the two can never wait on each other in a cycle.
+        locked = {sak_id: await store.get_sak(uow.conn, sak_id) for sak_id in sorted(set(sak_ids))}
+        for sak_id, sak in locked.items():
             forslag = await store.ope_forslag(uow.conn, sak_id, for_update=True) if sak else None
             if forslag is None:
                 if not (sak and await _alt_stadfesta(uow, sak)):

@@ -276,7 +276,7 @@ async def load_kommunar(conn: asyncpg.Connection, kommunar: list[Kommune], tilbo
     )
     await conn.executemany(
         "UPDATE kommune SET vidaregaande = $2, sjukehus = $3, mindrearig_teneste = $4, sektorar = $5"
-        " WHERE kommunenummer = $1 AND sektorar = '{}'",
+        " WHERE kommunenummer = $1 AND NOT tilbod_rapportert",
         [(t.kommunenummer, t.vidaregaande, t.sjukehus, t.mindrearig_teneste, sorted(t.sektorar)) for t in tilbod.values()],
     )
     return len(kommunar)
@@ -284,8 +284,8 @@ async def load_kommunar(conn: asyncpg.Connection, kommunar: list[Kommune], tilbo
 
 async def set_tilbod(conn: asyncpg.Connection, tilbod: Tilbod) -> None:
     await conn.execute(
-        "UPDATE kommune SET vidaregaande = $2, sjukehus = $3, mindrearig_teneste = $4, sektorar = $5"
-        " WHERE kommunenummer = $1",
+        "UPDATE kommune SET vidaregaande = $2, sjukehus = $3, mindrearig_teneste = $4, sektorar = $5,"
+        " tilbod_rapportert = true WHERE kommunenummer = $1",
         tilbod.kommunenummer,
         tilbod.vidaregaande,
         tilbod.sjukehus,

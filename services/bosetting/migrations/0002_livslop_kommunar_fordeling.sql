@@ -16,6 +16,7 @@ ALTER TABLE kommune
     ADD COLUMN sjukehus            boolean NOT NULL DEFAULT false,
     ADD COLUMN mindrearig_teneste  boolean NOT NULL DEFAULT false,
     ADD COLUMN sektorar            text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN tilbod_rapportert   boolean NOT NULL DEFAULT false,  -- the kommune's own offers win over the shipped file
     ADD COLUMN tek_imot            boolean NOT NULL DEFAULT true,
     ADD COLUMN ledige_bustader     integer,
     ADD COLUMN rapportert_dato     date;
