@@ -10,13 +10,22 @@ defers (utset) it to the next batch, maximising a match score under hard constra
 - never a kommune that refused the household (`avslatt_av`), never one that reported it
   cannot take new allocations (`tek_imot=False`).
 
-With person-level capacity this is a generalised assignment problem. `optimer` prunes to
-the best candidate kommunar per household, solves the LP relaxation with HiGHS to get the
-capacity shadow prices, prices out the pruned pairs (adds any pair the prices say could
-improve the LP), solves the MILP with HiGHS, and proves an upper bound for the full,
-unpruned problem with a Lagrangian bound (see `_lagrange_grense`). `gradig` is IMDi's
-greedy rule (`domain.velg_kommune`) under the same score and the same bound, so the two
-gaps are comparable.
+With person-level capacity this is a generalised assignment problem. `optimer`:
+
+1. prunes to the top `kandidatar` feasible kommunar per household by score (plus its
+   bustadkommune and network kommunar, and the greedy rule's choice);
+2. solves the LP relaxation with HiGHS (`linprog`) by column generation: pairs outside the
+   candidates whose reduced value is positive are priced in, so the LP value and the
+   capacity shadow prices are the full, unpruned LP's;
+3. solves the MILP with HiGHS (`milp`) on a core of each household's best pairs by reduced
+   cost, widening the core while the proven gap is above `KJERNE_GAP`;
+4. proves an upper bound on the FULL problem's optimum: the Lagrangian bound
+   (`_lagrange_grense`), tightened by the core MILP's own bound where the reduced costs
+   allow (`_milp_kjerne`). The reported gap is against that bound, never the pruned one.
+
+`gradig` is IMDi's greedy rule (`domain.velg_kommune`) under the same score and the same
+Lagrangian bound, so the two gaps compare. `optimer(..., prognose=...)` also takes the
+households expected in the coming weeks: they compete for places but are never proposed.
 
 Words: vedtaksplassar (`plassar`) = places a kommune decided to settle this year per group;
 `ledige` = free places now (decided - used - reserved); `arsdel` = the share of the
@@ -368,17 +377,33 @@ def ledd_per_person(h: Hushald, k: KommuneTilstand, *, arsdel: float, vekter: Ve
     return ut
 
 
+def beste_match(hushald: Sequence[Hushald], kommunar: Sequence[KommuneTilstand], *, vekter: Vekter = VEKTER) -> list[float]:
+    """Per household the best match quality (the sum of MATCH_LEDD) any kommune could give
+    it if it had room: over the kommunar with decided places for its group (and a service,
+    for minors), whatever their free places, refusals or reports. The yardstick for "how
+    well was this household matched, given who it is" in fairness reports."""
+    if not hushald or not kommunar:
+        return [0.0] * len(hushald)
+    p = _Problem(hushald, kommunar, 0.0, vekter)
+    hi, ki = np.arange(p.H)[:, None], np.arange(p.K)[None, :]
+    ledd = p.ledd(hi, ki)
+    q = sum(ledd[t] for t in MATCH_LEDD)
+    g = p.g[:, None]
+    aktuell = (p.plassar[ki, g] > 0) & ((g != _MINDREARIG) | p.mtj[ki])
+    return np.where(aktuell, q, -np.inf).max(axis=1, initial=0.0).tolist()
+
+
 # --- solving -------------------------------------------------------------------------------
 
 
-def _gradig_val(p: _Problem, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IMDi's greedy rule (domain.velg_kommune), households in the given order: the
-    bustadkommune if feasible, else the feasible kommune with the most free places of the
-    group (ties: the highest kommunenummer), reserving places as it goes."""
+def _gradig_val(p: _Problem, F: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """IMDi's greedy rule (domain.velg_kommune), the first H households in the given order:
+    the bustadkommune if feasible, else the feasible kommune with the most free places of
+    the group (ties: the highest kommunenummer), reserving places as it goes."""
     rem = p.ledige.copy()
     rank = np.argsort(np.argsort(p.knr))  # kommunenummer order, for the tie-break
     rows, cols = [], []
-    for h in range(p.H):
+    for h in range(H):
         g, n = p.g[h], p.n[h]
         ok = F[h] & (rem[:, g] >= n)  # F holds the static constraints; rem the places left now
         if not ok.any():
@@ -433,17 +458,25 @@ def _modell(p: _Problem, S: np.ndarray, rows: np.ndarray, cols: np.ndarray):
 class _LP:
     lam: np.ndarray  # (K, groups) capacity duals
     u: np.ndarray  # household duals
-    x: np.ndarray  # primal, over np.nonzero(mask)
+    stotte: np.ndarray  # (H, K) bool: pairs with x > 0 in the LP solution
     verdi: float
 
 
+LP_START = 10  # kommunar per household in the LP's first round
+# Widen the MILP's core only while the proven gap to the FULL problem's bound exceeds this:
+# the last ~0.1% is mostly the LP's integrality gap, and proving it away on all candidates
+# can take minutes (the 2023-sized hindsight solve) for no better solution.
+KJERNE_GAP = 1e-3
+
+
 def _lp_med_prising(p: _Problem, S: np.ndarray, F: np.ndarray, mask: np.ndarray, rundar: int = 30, per_runde: int = 10):
-    """LP relaxation on the candidates; add pruned pairs with positive reduced value until
-    none is left (then the pruned LP's value is the full LP's). Returns capacity duals."""
+    """LP relaxation by column generation: solve on `mask`, add feasible pairs with positive
+    reduced value (up to `per_runde` per household and round) until none is left; then the
+    LP's value is the full, unpruned LP's. Returns the final pairs, duals and support."""
     info = {"prisingsrundar": 0, "lagt_til": 0, "lp_sekund": 0.0}
     lam = np.zeros((p.K, len(GRUPPER)))
     u = np.zeros(p.H)
-    x = np.zeros(int(mask.sum()))
+    stotte = np.zeros_like(mask)
     lp_value = 0.0
     for runde in range(rundar + 1):
         rows, cols = np.nonzero(mask)
@@ -451,7 +484,10 @@ def _lp_med_prising(p: _Problem, S: np.ndarray, F: np.ndarray, mask: np.ndarray,
             break
         A, b, caps, c = _modell(p, S, rows, cols)
         t = time.perf_counter()
-        res = linprog(c, A_ub=A, b_ub=b, bounds=(0, None), method="highs")
+        # Interior point (with crossover, so the solution is a vertex) is ~3x faster than
+        # dual simplex on the large, degenerate assignment LPs; simplex for small ones.
+        metode = "highs-ipm" if len(c) > 20_000 else "highs-ds"
+        res = linprog(c, A_ub=A, b_ub=b, bounds=(0, None), method=metode)
         info["lp_sekund"] += time.perf_counter() - t
         if res.status != 0:
             info["lp_status"] = res.message
@@ -461,7 +497,8 @@ def _lp_med_prising(p: _Problem, S: np.ndarray, F: np.ndarray, mask: np.ndarray,
         lam = np.zeros((p.K, len(GRUPPER)))
         lam.ravel()[caps] = np.maximum(duals[p.H:], 0.0)
         lp_value = -res.fun
-        x = res.x
+        stotte = np.zeros_like(mask)
+        stotte[rows, cols] = res.x > 1e-9
         redusert = S - lam[:, p.g].T * p.n[:, None] - u[:, None]
         brot = F & ~mask & (redusert > 1e-7 * np.maximum(1.0, np.abs(S)))
         if runde == rundar or not brot.any():
@@ -475,44 +512,54 @@ def _lp_med_prising(p: _Problem, S: np.ndarray, F: np.ndarray, mask: np.ndarray,
         add &= brot
         info["lagt_til"] += int(add.sum())
         mask = mask | add
-    info["lp_verdi_kandidatar"] = lp_value
-    if len(x) != int(mask.sum()):  # the last round added pairs but was not solved
-        x = np.zeros(int(mask.sum()))
-    return mask, _LP(lam, u, x, lp_value), info
+    info["lp_verdi"] = lp_value
+    info["lp_par"] = int(mask.sum())
+    return mask, _LP(lam, u, stotte, lp_value), info
 
 
-def _lagrange_grense(p: _Problem, S: np.ndarray, F: np.ndarray, lam: np.ndarray) -> float:
-    """An upper bound on the FULL problem's optimum, valid for any lam >= 0: relax the
-    capacity rows into the objective; each household then independently takes its best
-    feasible kommune at score minus lam * persons, or defers (0)."""
-    if p.H == 0:
+def _lagrange_grense(p: _Problem, S: np.ndarray, F: np.ndarray, lam: np.ndarray, H: int) -> float:
+    """An upper bound on the FULL problem's optimum over the first H households, valid for
+    any lam >= 0: relax the capacity rows into the objective; each household then
+    independently takes its best feasible kommune at score minus lam * persons, or defers (0)."""
+    if H == 0:
         return 0.0
-    verdi = np.where(F, S - lam[:, p.g].T * p.n[:, None], -np.inf)
-    beste = np.maximum(verdi.max(axis=1, initial=-np.inf), 0.0) if p.K else np.zeros(p.H)
+    verdi = np.where(F[:H], S[:H] - lam[:, p.g[:H]].T * p.n[:H, None], -np.inf)
+    beste = np.maximum(verdi.max(axis=1, initial=-np.inf), 0.0) if p.K else np.zeros(H)
     return float(beste.sum() + (lam * np.maximum(p.ledige, 0)).sum())
 
 
-def _milp_kjerne(p: _Problem, S, mask, lp: _LP, grense: float, start: tuple[np.ndarray, np.ndarray], tidsgrense: float):
+def _milp_kjerne(p: _Problem, S, F, mask, lp: _LP, grense: float, start: tuple[np.ndarray, np.ndarray], tidsgrense: float):
     """The MILP on the candidates, core first. HiGHS on ~150k binaries spends most of its
     time in presolve even when the LP is almost integral, so solve first on each household's
     best pairs by LP reduced cost (plus the LP's support and the greedy solution: the core
-    contains both, so its optimum is >= greedy and its LP value is the pruned LP's), then on
+    contains both, so its optimum is >= greedy's and its LP value is the pruned LP's), then on
     wider cores, up to all candidates, until the gap to the full-problem bound is within
-    `mip_rel_gap`, the reduced costs prove the core optimal, or time runs out."""
+    KJERNE_GAP or time runs out (each core MILP itself stops at mip_rel_gap 1e-4). Returns
+    the best solution and the (possibly tighter)
+    full-problem bound."""
     t0 = time.perf_counter()
     rows, cols = np.nonzero(mask)
     info: dict[str, object] = {"milp_sekund": 0.0, "milp_kjernar": []}
     best_r, best_c = start
     best = float(S[best_r, best_c].sum())
     if len(rows) == 0:
-        return best_r, best_c, info | {"milp_status": "no candidates"}
-    rc = S[rows, cols] - lp.lam[cols, p.g[rows]] * p.n[rows] - lp.u[rows]
+        return best_r, best_c, grense, info | {"milp_status": "no candidates"}
+    # Reduced costs of every pair under the LP duals (u, lam). Any solution of the FULL
+    # problem is worth at most D + the sum of its pairs' reduced costs, D = the duals'
+    # objective (= the LP value). So one that uses a pair outside a core is worth at most
+    # D + the best reduced cost outside the core + E, E = the households' positive reduced
+    # costs (zero once pricing is complete, up to tolerance); one inside the core at most
+    # the core MILP's dual bound. The larger of the two bounds the full problem.
+    R = np.where(F, S - lp.lam[:, p.g].T * p.n[:, None] - lp.u[:, None], -np.inf)
+    D = float(lp.u.sum() + (lp.lam * np.maximum(p.ledige, 0)).sum())
+    E = float(np.maximum(R.max(axis=1, initial=-np.inf), 0.0).sum()) if p.K else 0.0
+    rc = R[rows, cols]
     order = np.lexsort((-rc, rows))
     first = np.r_[0, np.flatnonzero(np.diff(rows[order])) + 1]
     rank = np.empty(len(rows), dtype=np.int64)
     rank[order] = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
     i_start = np.isin(rows * p.K + cols, best_r * p.K + best_c)
-    base = (lp.x > 1e-9) | i_start
+    base = lp.stotte[rows, cols] | i_start
     prev = -1
     for m2 in (5, 15, None):
         keep = base | (rank < m2) if m2 is not None else np.ones(len(rows), dtype=bool)
@@ -534,35 +581,59 @@ def _milp_kjerne(p: _Problem, S, mask, lp: _LP, grense: float, start: tuple[np.n
         info["milp_sekund"] += time.perf_counter() - t
         info["milp_status"] = res.message
         info["milp_kjernar"].append({"par": prev, "status": int(res.status), "sekund": round(time.perf_counter() - t, 3)})
-        if res.x is None:
-            continue
-        valt = res.x > 0.5
-        verdi = float(S[rows[keep][valt], cols[keep][valt]].sum())
-        if verdi > best:
-            best, best_r, best_c = verdi, rows[keep][valt], cols[keep][valt]
-        if (grense - best) <= 1e-4 * max(abs(grense), 1e-9):
+        if res.x is not None:
+            valt = res.x > 0.5
+            verdi = float(S[rows[keep][valt], cols[keep][valt]].sum())
+            if verdi > best:
+                best, best_r, best_c = verdi, rows[keep][valt], cols[keep][valt]
+        dual = getattr(res, "mip_dual_bound", None)
+        if dual is not None and np.isfinite(dual):
+            utanfor = F.copy()
+            utanfor[rows[keep], cols[keep]] = False
+            rc_ut = float(R[utanfor].max()) if utanfor.any() else -np.inf
+            kjerne_grense = max(-float(dual), D + rc_ut + E)
+            if kjerne_grense < grense:
+                grense = kjerne_grense
+                info["grense_fraa_kjerne"] = True
+        if (grense - best) <= KJERNE_GAP * max(abs(grense), 1e-9):
             break
-        # Any solution using a pair outside the core is worth at most LP value + its
-        # (negative) reduced cost: if that is below the core's optimum, the core is optimal.
-        if res.status == 0 and (keep.all() or rc[~keep].max() < -(lp.verdi - verdi) - 1e-9):
-            info["optimal_paa_kandidatar"] = True
-            break
-    return best_r, best_c, info
+    return best_r, best_c, grense, info
 
 
-def _los(hushald, kommunar, arsdel, vekter, kandidatar, tidsgrense, algoritme) -> Resultat:
+def _los(hushald, kommunar, arsdel, vekter, kandidatar, tidsgrense, algoritme, prognose=(), prognose_vekt=1.0) -> Resultat:
     t0 = time.perf_counter()
-    p = _Problem(hushald, kommunar, arsdel, vekter)
+    H = len(hushald)  # the real households come first; forecast ones (if any) after them
+    p = _Problem(list(hushald) + list(prognose), kommunar, arsdel, vekter)
     S, F = p.matriser()
-    g_rows, g_cols = _gradig_val(p, F)
+    S[H:] *= prognose_vekt
+    g_rows, g_cols = _gradig_val(p, F, H)
     t_gradig = time.perf_counter() - t0
     mask = _kandidatar(p, S, F, kandidatar, (g_rows, g_cols))
-    mask, lp, info = _lp_med_prising(p, S, F, mask)
+    # The LP starts from a narrower set and prices in what it needs: it reaches the same
+    # (full) LP optimum, several times faster than solving on all candidates at once.
+    lp_start = _kandidatar(p, S, F, min(kandidatar, LP_START), (g_rows, g_cols))
+    lp_mask, lp, info = _lp_med_prising(p, S, F, lp_start)
+    mask |= lp_mask
     lam = lp.lam
-    grense = _lagrange_grense(p, S, F, lam)
+    grense = _lagrange_grense(p, S, F, lam, H)
+    if H < p.H:
+        # The forecast inflates the prices; the bound for the real households alone is
+        # tighter with their own LP's prices (any prices give a valid bound: take the min).
+        F_ekte = F.copy()
+        F_ekte[H:] = False
+        _, lp_ekte, info_ekte = _lp_med_prising(p, S, F_ekte, lp_start & F_ekte)
+        grense = min(grense, _lagrange_grense(p, S, F, lp_ekte.lam, H))
+        info["lp_sekund"] += info_ekte["lp_sekund"]
+        info["lp_verdi_utan_prognose"] = lp_ekte.verdi
+        info["prognose_hushald"] = p.H - H
     if algoritme == "milp":
-        rows, cols, milp_info = _milp_kjerne(p, S, mask, lp, grense, (g_rows, g_cols), tidsgrense)
+        saman = _lagrange_grense(p, S, F, lam, p.H)  # with the forecast households
+        rows, cols, saman, milp_info = _milp_kjerne(p, S, F, mask, lp, saman, (g_rows, g_cols), tidsgrense)
+        if H == p.H:
+            grense = min(grense, saman)
         info |= milp_info
+        ekte = rows < H
+        rows, cols = rows[ekte], cols[ekte]
     else:
         rows, cols = g_rows, g_cols
         info["gradig_sekund"] = t_gradig
@@ -570,10 +641,11 @@ def _los(hushald, kommunar, arsdel, vekter, kandidatar, tidsgrense, algoritme) -
     grense = max(grense, objektiv)  # a valid bound is >= any feasible value; only rounding can break it
     rem = p.ledige.copy()
     np.subtract.at(rem, (cols, p.g[rows]), p.n[rows])
-    assert (rem >= np.minimum(p.ledige, 0)).all(), "capacity exceeded"
+    if (rem < np.minimum(p.ledige, 0)).any():
+        raise RuntimeError("capacity exceeded: a bug in the model")
     forslag = {f.sak_id: f for f in _bygg_forslag(p, S, F, rows, cols, lam, rem)}
     valde = set(rows.tolist())
-    utsett = {p.hushald[h].sak_id: _utsett_grunn(p, S, F, h, lam, rem, algoritme) for h in range(p.H) if h not in valde}
+    utsett = {p.hushald[h].sak_id: _utsett_grunn(p, S, F, h, lam, rem, algoritme) for h in range(H) if h not in valde}
     skugge = {}
     m_rows, m_cols = np.nonzero(mask)
     for code in np.unique(m_cols * len(GRUPPER) + p.g[m_rows]).tolist():  # every capacity row of the LP
@@ -601,11 +673,22 @@ def optimer(
     vekter: Vekter = VEKTER,
     kandidatar: int = 40,
     tidsgrense: float = 60.0,
+    prognose: Sequence[Hushald] = (),
+    prognose_vekt: float = 0.95,
 ) -> Resultat:
     """Propose a kommune per household (or defer it) maximising the total score: MILP with
     HiGHS on the top `kandidatar` kommunar per household (plus pairs the LP prices in), with
-    a proven bound for the full problem. Never returns less than the greedy rule would."""
-    return _los(hushald, kommunar, arsdel, vekter, kandidatar, tidsgrense, "milp")
+    a proven bound for the full problem.
+
+    Without `prognose` it never returns less than the greedy rule would. `prognose` are
+    households expected before the next batches (for example the last weeks' arrivals
+    replayed, with their own sak_ids): they compete for places in the solve, so a contested
+    place is kept for a better use that is likely to come, but they are never proposed nor
+    reported. Their scores are weighted by `prognose_vekt` (< 1: a real household wins a
+    tie, and a forecast is uncertain). The objective and the bound are then for the real
+    households, and the shadow prices include the expected demand.
+    """
+    return _los(hushald, kommunar, arsdel, vekter, kandidatar, tidsgrense, "milp", prognose, prognose_vekt)
 
 
 def gradig(
@@ -746,11 +829,13 @@ def kvifor_ikkje(
         )
     elif resultat.algoritme == "gradig":
         grunn = "its bustadkommune" if valt and valt.kommunenummer == h.bustadkommune else "the kommune with most free places"
-        forklaring = (
-            f"The greedy rule does not compare scores: it chose {grunn}"
-            + (f" ({valt.kommunenummer})" if valt else "")
-            + (f"; {kommunenummer} scores {-skilnad:.2f} higher." if valt else f"; the household was deferred: {resultat.utsett.get(h.sak_id)}.")
-        )
+        if valt:
+            forklaring = (
+                f"The greedy rule does not compare scores: it chose {grunn} ({valt.kommunenummer}); "
+                f"{kommunenummer} scores {-skilnad:.2f} higher."
+            )
+        else:
+            forklaring = f"The greedy rule deferred the household: {resultat.utsett.get(h.sak_id) or 'no free places left'}."
     else:
         n = h.personar
         if valt:
@@ -760,9 +845,13 @@ def kvifor_ikkje(
         if lam > 1e-9:
             forklaring = (
                 f"{start} its places for {h.kategori.value} are worth more to other households in this batch "
-                f"(shadow price {lam:.2f} per place, {lam * n:.2f} for {n} persons)."
+                f"(or expected ones, when the solve had a forecast): shadow price {lam:.2f} per place, "
+                f"{lam * n:.2f} for {n} persons."
             )
         else:
-            forklaring = f"{start} the difference is within the solver's optimality gap ({resultat.gap:.2%})."
+            forklaring = (
+                f"{start} its places went to other households of equal value (shadow price 0), "
+                f"or the difference is within the solver's proven gap ({resultat.gap:.2%})."
+            )
     svar["forklaring"] = forklaring
     return svar
