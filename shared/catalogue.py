@@ -35,6 +35,9 @@ PersonId = Annotated[
 Kommunenummer = Annotated[
     str, StringConstraints(pattern=r"^[0-9]{4}$"), Field(description="Statistics Norway's municipality number")
 ]
+MottakId = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9-]{1,40}$"), Field(description="Reception centre (mottak) id")
+]
 RegNummer = Annotated[
     str, StringConstraints(pattern=r"^REG-[0-9A-Z]{4,20}$"), Field(description="UDI's household reference")
 ]
@@ -53,6 +56,9 @@ class Sakstype(StrEnum):
     overforing = "overforing"  # resettlement (quota) refugee; clock starts at entry permit
     kollektivt_vern = "kollektivt_vern"  # temporary collective protection (Ukraine)
     familiesameining = "familiesameining"
+
+
+SaerlegeBehov = Literal["saerpleie", "tilrettelagt_avdeling", "tilrettelagt_bustad", "oppfolging_helse"]
 
 
 class Kartleggingstype(StrEnum):
@@ -164,6 +170,29 @@ class MottakStatusEndret(EventData):
     dato: date
 
 
+@event("mottak.saerlege_behov_flagga", 1, producer="mottak")
+class SaerlegeBehovFlagga(EventData):
+    """The reception centre flags a resident's particular needs (a lay judgement, coarse
+    categories only: never a diagnosis)."""
+
+    mottak_id: MottakId
+    person_id: PersonId
+    behov: list[SaerlegeBehov] = Field(min_length=1, max_length=5)
+    dato: date
+
+
+@event("mottak.samtykke_gitt", 1, producer="mottak")
+class SamtykkeGitt(EventData):
+    """A resident consented, e.g. to share the mapping with the settlement kommune before
+    allocation. Consent can be withdrawn (`gitt: false`)."""
+
+    mottak_id: MottakId
+    person_id: PersonId
+    formal: Literal["deling_med_kommune", "karriererettleiing"]
+    gitt: bool = True
+    dato: date
+
+
 # --- kartlegging -----------------------------------------------------------------------
 
 
@@ -194,9 +223,6 @@ class Sprak(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     sprak: str = Field(max_length=40)
     niva: Literal["ingen", "A1", "A2", "B1", "B2", "C1", "C2", "morsmal"]
-
-
-SaerlegeBehov = Literal["saerpleie", "tilrettelagt_avdeling", "tilrettelagt_bustad", "oppfolging_helse"]
 
 
 @event("kartlegging.fullfort", 1, producer="kartlegging")

@@ -1,7 +1,7 @@
 """Signed access tokens for the HTTP APIs of caseworkers (IMDi) and kommunar.
 
-A token is `<subject>.<signature>`, where the subject names who calls (`imdi:<caseworker>`
-or `kommune:<kommunenummer>`) and the signature is an HMAC-SHA256 of the subject under
+A token is `<subject>.<signature>`, where the subject names who calls (`imdi:<caseworker>`,
+`kommune:<kommunenummer>` or `mottak:<mottak_id>`, a reception centre's system) and the signature is an HMAC-SHA256 of the subject under
 `CHAIN_TOKEN_SECRET`. Operators issue them with `chain token`. They are stateless and
 cannot be forged without the secret; partner agencies get Maskinporten JWTs instead
 (kompetanse). Rotating the secret revokes every token.
@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 
-SUBJECT = re.compile(r"^(imdi:[a-z0-9-]{1,40}|kommune:[0-9]{4})$")
+SUBJECT = re.compile(r"^(imdi:[a-z0-9-]{1,40}|kommune:[0-9]{4}|mottak:[a-z0-9-]{1,40})$")
 
 
 def _sign(secret: str, subject: str) -> str:
@@ -22,7 +22,7 @@ def _sign(secret: str, subject: str) -> str:
 
 def issue(secret: str, subject: str) -> str:
     if not SUBJECT.match(subject):
-        raise ValueError("subject must be imdi:<id> or kommune:<kommunenummer>")
+        raise ValueError("subject must be imdi:<id>, kommune:<kommunenummer> or mottak:<mottak_id>")
     return f"{subject}.{_sign(secret, subject)}"
 
 

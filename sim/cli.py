@@ -42,3 +42,19 @@ def token(subject: str = typer.Argument(..., help="imdi:<caseworker> or kommune:
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command("mottak-add")
+def mottak_add(mottak_id: str = typer.Argument(..., help="The reception centre's id, e.g. mottak-17")) -> None:
+    """Give a mottak system its own RabbitMQ user (may publish only mottak.* events) and an
+    HTTP token for the intake. Running it again rotates the password."""
+    from shared.config import settings
+    from sim.tilgang import legg_til_mottak
+
+    try:
+        tilgang = legg_til_mottak(settings(), mottak_id)
+    except (ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"AMQP URL (publish to exchange chain.events, routing key = event type): {tilgang.amqp_url}")
+    typer.echo(f"HTTP token (POST /mottak/{mottak_id}/hendingar on kartlegging): {tilgang.http_token}")

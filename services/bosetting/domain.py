@@ -181,6 +181,13 @@ class Sak:
             self.status = Status.fordelingsklar
         return []
 
+    def saerlege_behov_flagga(self, person_id: str, behov: list[str]) -> list[EventData]:
+        """The mottak flagged a resident's particular needs: the allocation weighs them."""
+        for i, p in enumerate(self.personar):
+            if p.person_id == person_id:
+                self.personar[i] = replace(p, saerlege_behov=sorted(set(p.saerlege_behov) | set(behov)))
+        return []
+
     def mottak_status(self, mottak_id: str, status: str) -> list[EventData]:
         self.mottak_id = None if status == "utflytta" else mottak_id
         return []

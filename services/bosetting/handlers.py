@@ -14,6 +14,7 @@ from shared.catalogue import (
     KartleggingFullfort,
     Kategori,
     MottakStatusEndret,
+    SaerlegeBehovFlagga,
     VedtakFattet,
     VedtakKorrigert,
 )
@@ -100,6 +101,11 @@ async def mottak_status_endret(uow: UnitOfWork, envelope: Envelope, data: Mottak
     await _apply(uow, sak, sak.mottak_status, data.mottak_id, data.status)
 
 
+async def saerlege_behov_flagga(uow: UnitOfWork, envelope: Envelope, data: SaerlegeBehovFlagga) -> None:
+    sak = await _sak_or_wait(uow, envelope.subject)
+    await _apply(uow, sak, sak.saerlege_behov_flagga, data.person_id, data.behov)
+
+
 async def kapasitet_rapportert(uow: UnitOfWork, envelope: Envelope, data: KapasitetRapportert) -> None:
     if envelope.subject != f"kommune-{data.kommunenummer}":
         raise Rejected("subject does not match kommunenummer")
@@ -113,6 +119,7 @@ EVENT_HANDLERS = {
     "vedtak.korrigert": vedtak_korrigert,
     "kartlegging.fullfort": kartlegging_fullfort,
     "mottak.status_endret": mottak_status_endret,
+    "mottak.saerlege_behov_flagga": saerlege_behov_flagga,
     "kommune.kapasitet_rapportert": kapasitet_rapportert,
 }
 

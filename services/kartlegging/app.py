@@ -1,10 +1,12 @@
-"""Kartlegging service: mapping cases opened on UDI's vedtak; mottak submits mappings.
+"""Kartlegging service: mapping cases opened on UDI's vedtak; mottak submits mappings and
+reports residents' events (intake.py).
 
 Run: `python -m services.kartlegging.app` (HTTP on CHAIN_KARTLEGGING_PORT, default 8101).
 """
 
 from services.kartlegging import handlers
 from services.kartlegging.api import router
+from services.kartlegging.intake import router as intake
 from shared.service import ServiceSpec, create_app, serve
 
 SPEC = ServiceSpec(
@@ -12,7 +14,7 @@ SPEC = ServiceSpec(
     description="Competence mapping (kartlegging) before settlement, integreringslova § 6.",
     bindings=("vedtak.*",),
     handlers=handlers.EVENT_HANDLERS,
-    routers=[router],
+    routers=[router, intake],
 )
 
 app = create_app(SPEC)

@@ -10,7 +10,9 @@ from shared.service import ServiceSpec, create_app, serve
 SPEC = ServiceSpec(
     name="kompetanse",
     description="Individual competence data, served only to authorised consumers; every access audited.",
-    bindings=("kartlegging.*", "bosetting.*"),
+    # mottak.* too: kartlegging relays mottak systems' HTTP reports as its own events, so
+    # they are part of kartlegging's sequence (whole producers' streams, no holes).
+    bindings=("kartlegging.*", "bosetting.*", "mottak.*"),
     handlers=handlers.EVENT_HANDLERS,
     routers=[router],
 )

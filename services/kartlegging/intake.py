@@ -1,0 +1,76 @@
+"""The inbound contract for reception-centre (mottak) systems over HTTP.
+
+A mottak system reports what happens to its residents: registered, moved, left
+(`mottak.status_endret`), particular needs flagged (`mottak.saerlege_behov_flagga`) and
+consent given or withdrawn (`mottak.samtykke_gitt`). Over AMQP it publishes these events
+itself (its own RabbitMQ user, confined to `mottak.*` on `chain.events`: `chain mottak
+add`); over HTTP it posts them here with its bearer token (`chain token mottak:<id>`), and
+kartlegging puts them on the bus through its outbox. The event data is exactly the
+catalogue's, so both ways share one contract.
+"""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared import tokens
+from shared.catalogue import CATALOGUE, EventData
+from shared.http import Problem
+from shared.outbox import unit_of_work
+from shared.service import Runtime, current_runtime
+
+router = APIRouter()
+RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
+MOTTAK_EVENTS = {et.name: et for et in CATALOGUE.values() if et.producer == "mottak"}
+
+
+def mottak(mottak_id: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,40}$")], request: Request, rt: RuntimeDep) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    subject = tokens.verify(rt.settings.token_secret, token) if scheme.lower() == "bearer" else None
+    if subject is None:
+        raise Problem(401, "A valid bearer token is required")
+    if subject != f"mottak:{mottak_id}":
+        raise Problem(403, "Only the mottak itself may report for it")
+    return mottak_id
+
+
+class Hending(BaseModel):
+    """One event from a mottak system: its type, the case it is about, and the catalogue's data."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["mottak.status_endret", "mottak.saerlege_behov_flagga", "mottak.samtykke_gitt"]
+    sak_id: str = Field(pattern=r"^sak-[0-9a-z-]{6,60}$")
+    data: dict
+
+
+class Kvittering(BaseModel):
+    event_id: str
+    type: str
+    sak_id: str
+
+
+def _data(hending: Hending, mottak_id: str) -> EventData:
+    """Validate the data against the catalogue; errors name fields, never values."""
+    try:
+        data = MOTTAK_EVENTS[hending.type].model.model_validate(hending.data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "data" for e in exc.errors()})
+        raise Problem(
+            422,
+            "Invalid request",
+            f"{len(fields)} field(s) invalid",
+            errors=[{"field": f"body.data.{f}", "type": "invalid", "message": "does not match the catalogue"} for f in fields],
+        ) from None
+    if data.mottak_id != mottak_id:
+        raise Problem(422, "Invalid request", "data.mottak_id must be the reporting mottak")
+    return data
+
+
+@router.post("/mottak/{mottak_id}/hendingar", status_code=202, response_model=Kvittering, tags=["mottak"])
+async def hending(rt: RuntimeDep, mottak_id: Annotated[str, Depends(mottak)], body: Hending):
+    """Report an event about a resident. Accepted means committed: it will reach the bus."""
+    data = _data(body, mottak_id)
+    async with unit_of_work(rt.pool, rt.source) as uow:
+        envelope = await uow.emit(data, body.sak_id)
+    return Kvittering(event_id=str(envelope.id), type=envelope.type, sak_id=body.sak_id)

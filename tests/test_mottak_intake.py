@@ -1,0 +1,197 @@
+"""The inbound contract for mottak systems, against the running chain: their own broker
+user confined to `mottak.*` events, the HTTP intake on kartlegging, and a flood of
+malformed messages that neither stops nor loses the good ones."""
+
+import time
+from datetime import date
+
+import aio_pika
+import httpx
+import pytest
+from aio_pika.exceptions import ChannelClosed
+from aiormq.exceptions import ChannelAccessRefused
+
+from shared.catalogue import MottakStatusEndret, SaerlegeBehovFlagga
+from shared.envelope import CONTENT_TYPE
+from shared.publish import envelope_for, publish_envelope
+from shared.topology import EVENTS
+from sim.tilgang import legg_til_mottak
+from tests.conftest import eventually
+from tests.events import UDI, new_sak_id, vedtak
+
+pytestmark = pytest.mark.usefixtures("chain")
+
+MOTTAK = "mottak-test-1"
+SECRET = "Kari Nordmann 01019912345"
+
+
+@pytest.fixture(scope="module")
+def tilgang(env):
+    return legg_til_mottak(env.settings(), MOTTAK)
+
+
+async def _household(env) -> tuple[str, list[str]]:
+    """A household living at our mottak, known to bosetting."""
+    v = vedtak(n_adults=2, n_children=1, mottak_id=MOTTAK)
+    sak_id = new_sak_id()
+    connection = await aio_pika.connect(env.settings().amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await publish_envelope(await channel.get_exchange(EVENTS), envelope_for(v, sak_id, UDI, 1))
+    await eventually(lambda: _sak(env, sak_id))
+    return sak_id, [p.person_id for p in v.personar]
+
+
+async def _sak(env, sak_id: str) -> dict | None:
+    async with httpx.AsyncClient(base_url=env.url("bosetting")) as http:
+        r = await http.get(f"/saker/{sak_id}", headers={"Authorization": f"Bearer {env.token('imdi:test')}"})
+        return r.json() if r.status_code == 200 else None
+
+
+async def _flagged(env, sak_id: str) -> bool:
+    sak = await _sak(env, sak_id)
+    return bool(sak) and any(p["saerlege_behov"] for p in sak["personar"])
+
+
+def _flag(person_id: str) -> SaerlegeBehovFlagga:
+    return SaerlegeBehovFlagga(mottak_id=MOTTAK, person_id=person_id, behov=["tilrettelagt_bustad"], dato=date(2023, 3, 5))
+
+
+async def _dead_letters(env, queue: str) -> int:
+    connection = await aio_pika.connect(env.settings().amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        return (await channel.declare_queue(queue, passive=True)).declaration_result.message_count
+
+
+# --- AMQP with the mottak's own credentials ----------------------------------------------
+
+
+async def test_a_mottak_user_publishes_its_events_and_bosetting_applies_them(env, tilgang):
+    sak_id, personar = await _household(env)
+    connection = await aio_pika.connect(tilgang.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS, ensure=False)
+        source = f"urn:no:mottak:{MOTTAK}"
+        await publish_envelope(exchange, envelope_for(_flag(personar[0]), sak_id, source, 1))
+    sak = await eventually(lambda: _flagged(env, sak_id))
+    assert sak
+
+
+@pytest.mark.parametrize("routing_key", ["vedtak.fattet", "bosetting.bosatt", "kartlegging.fullfort"])
+async def test_a_mottak_user_cannot_publish_other_events(env, tilgang, routing_key):
+    connection = await aio_pika.connect(tilgang.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS, ensure=False)
+        with pytest.raises((ChannelAccessRefused, ChannelClosed)) as refused:
+            await exchange.publish(aio_pika.Message(b"{}", content_type=CONTENT_TYPE), routing_key=routing_key)
+        assert "ACCESS_REFUSED" in str(refused.value) or isinstance(refused.value, ChannelAccessRefused)
+
+
+async def test_a_mottak_user_can_neither_declare_nor_read_queues(env, tilgang):
+    connection = await aio_pika.connect(tilgang.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        with pytest.raises(ChannelAccessRefused):
+            await channel.declare_queue("mottak-spy", exclusive=True)
+        channel = await connection.channel()
+        with pytest.raises(ChannelAccessRefused):
+            queue = await channel.get_queue("bosetting", ensure=False)
+            await queue.consume(_ignore)
+
+
+async def _ignore(message) -> None:
+    pass
+
+
+# --- HTTP intake on kartlegging ----------------------------------------------------------
+
+
+async def test_http_intake_puts_the_event_on_the_bus(env, tilgang):
+    sak_id, personar = await _household(env)
+    body = {"type": "mottak.saerlege_behov_flagga", "sak_id": sak_id, "data": _flag(personar[1]).model_dump(mode="json")}
+    async with httpx.AsyncClient(base_url=env.url("kartlegging")) as http:
+        r = await http.post(f"/mottak/{MOTTAK}/hendingar", json=body, headers={"Authorization": f"Bearer {tilgang.http_token}"})
+    assert r.status_code == 202, r.text
+    assert r.json()["type"] == "mottak.saerlege_behov_flagga"
+    await eventually(lambda: _flagged(env, sak_id))
+
+
+async def test_http_intake_refuses_other_mottak_and_missing_tokens(env, tilgang):
+    body = {"type": "mottak.status_endret", "sak_id": new_sak_id(),
+            "data": MottakStatusEndret(mottak_id=MOTTAK, status="flytta", dato=date(2023, 4, 1)).model_dump(mode="json")}
+    other = env.token("mottak:mottak-other")
+    async with httpx.AsyncClient(base_url=env.url("kartlegging")) as http:
+        assert (await http.post(f"/mottak/{MOTTAK}/hendingar", json=body)).status_code == 401
+        r = await http.post(f"/mottak/{MOTTAK}/hendingar", json=body, headers={"Authorization": f"Bearer {other}"})
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+        forged = tilgang.http_token[:-4] + "AAAA"
+        assert (await http.post(f"/mottak/{MOTTAK}/hendingar", json=body, headers={"Authorization": f"Bearer {forged}"})).status_code == 401
+
+
+async def test_http_intake_bad_data_is_422_naming_fields_without_echo(env, tilgang):
+    headers = {"Authorization": f"Bearer {tilgang.http_token}"}
+    bad = [
+        {"type": "mottak.saerlege_behov_flagga", "sak_id": new_sak_id(),
+         "data": {"mottak_id": MOTTAK, "person_id": SECRET, "behov": [SECRET], "dato": "2023-03-05"}},
+        {"type": "mottak.status_endret", "sak_id": new_sak_id(), "data": {"mottak_id": MOTTAK, "status": SECRET}},
+        {"type": SECRET, "sak_id": new_sak_id(), "data": {}},
+        {"type": "mottak.status_endret", "sak_id": SECRET, "data": {}},
+    ]
+    async with httpx.AsyncClient(base_url=env.url("kartlegging")) as http:
+        for body in bad:
+            r = await http.post(f"/mottak/{MOTTAK}/hendingar", json=body, headers=headers)
+            assert r.status_code == 422, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["errors"] and "Kari" not in r.text and "01019912345" not in r.text
+        # data about another mottak's resident is refused too
+        body = {"type": "mottak.status_endret", "sak_id": new_sak_id(),
+                "data": {"mottak_id": "mottak-other", "status": "flytta", "dato": "2023-04-01"}}
+        assert (await http.post(f"/mottak/{MOTTAK}/hendingar", json=body, headers=headers)).status_code == 422
+
+
+# --- a flood of malformed input ----------------------------------------------------------
+
+
+async def test_a_thousand_malformed_messages_neither_stop_nor_lose_the_good_ones(env, tilgang):
+    """Ten good events alone, then 1,000 malformed ones followed by ten good ones: every
+    good one is applied, every bad one dead-lettered. The two times are printed for the
+    notes (timing targets live in bench/, not in tests)."""
+    calm = [await _household(env) for _ in range(10)]
+    flooded = [await _household(env) for _ in range(10)]
+    before = await _dead_letters(env, "bosetting.dlq")
+    garbage = [
+        b"not json at all",
+        b'{"specversion": "1.0"}',
+        b'{"specversion":"1.0","id":"x","source":"urn:no:mottak:x","type":"mottak.status_endret"}',
+    ]
+    connection = await aio_pika.connect(tilgang.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS, ensure=False)
+        calm_time = await _publish_good_and_wait(env, exchange, calm)
+        for i in range(1000):
+            await exchange.publish(
+                aio_pika.Message(garbage[i % len(garbage)], content_type=CONTENT_TYPE), routing_key="mottak.status_endret"
+            )
+        flood_time = await _publish_good_and_wait(env, exchange, flooded)
+    print(f"\n10 good events applied in {calm_time:.2f}s alone, {flood_time:.2f}s right after 1,000 malformed")
+    await eventually(lambda: _dlq_grew(env, before + 1000))
+
+
+async def _publish_good_and_wait(env, exchange, households) -> float:
+    started = time.monotonic()
+    for sak_id, personar in households:
+        await publish_envelope(exchange, envelope_for(_flag(personar[0]), sak_id, f"urn:no:mottak:{MOTTAK}", 1))
+
+    async def all_flagged():
+        return all([await _flagged(env, sak_id) for sak_id, _ in households])
+
+    await eventually(all_flagged, timeout=60)
+    return time.monotonic() - started
+
+
+async def _dlq_grew(env, at_least: int) -> bool:
+    return await _dead_letters(env, "bosetting.dlq") >= at_least
