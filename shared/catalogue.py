@@ -219,26 +219,56 @@ class Arbeidserfaring(BaseModel):
     ar: int = Field(ge=0, le=60)
 
 
+Sprakniva = Literal["ingen", "A1", "A2", "B1", "B2", "C1", "C2", "morsmal"]
+Heimel = Literal["integreringslova_6", "integreringslova_10"]
+DigitaleFerdigheiter = Literal["ingen", "grunnleggjande", "gode", "avanserte"]
+Forerkort = Literal["ingen", "B", "tyngre"]
+
+
 class Sprak(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     sprak: str = Field(max_length=40)
-    niva: Literal["ingen", "A1", "A2", "B1", "B2", "C1", "C2", "morsmal"]
+    niva: Sprakniva
 
 
-@event("kartlegging.fullfort", 1, producer="kartlegging")
-class KartleggingFullfort(EventData):
-    """One person's competence mapping is complete (competence only, keyed by pseudonym)."""
+class Kompetanse(EventData):
+    """A person's mapped competence as it travels on the bus: keyed by pseudonym, no
+    health details beyond the coarse `saerlege_behov`, no free text about the person."""
 
     person_id: PersonId
     kartleggingstype: Kartleggingstype
     utdanning: Utdanning
     arbeid: list[Arbeidserfaring] = Field(default_factory=list, max_length=20)
     sprak: list[Sprak] = Field(default_factory=list, max_length=20)
-    sak_komplett: bool = Field(description="True when every person to be mapped in the case is mapped")
     saerlege_behov: list[SaerlegeBehov] = Field(default_factory=list, max_length=5)
     nettverk_kommunar: list[Kommunenummer] = Field(
         default_factory=list, max_length=10, description="Kommunar where close relatives or a network live"
     )
+    digitale_ferdigheiter: DigitaleFerdigheiter | None = Field(default=None, description="Digital skills, coarse")
+    forerkort: Forerkort | None = Field(default=None, description="Driving licence: none, class B, or heavier")
+    heimel: Heimel | None = Field(
+        default=None, description="Legal basis: integreringslova § 6 (before settlement) or § 10 (after)"
+    )
+    fullstendigheit: float | None = Field(
+        default=None, ge=0, le=1, description="Share of the schema's critical fields answered (None: not computed)"
+    )
+    manglande_felt: list[str] = Field(default_factory=list, max_length=30, description="Critical fields not answered")
+
+
+@event("kartlegging.fullfort", 1, producer="kartlegging")
+class KartleggingFullfort(Kompetanse):
+    """One person's competence mapping is complete (competence only, keyed by pseudonym)."""
+
+    sak_komplett: bool = Field(description="True when every person to be mapped in the case is mapped")
+
+
+@event("kartlegging.korrigert", 1, producer="kartlegging")
+class KartleggingKorrigert(Kompetanse):
+    """A completed mapping was corrected: a new version with the whole corrected
+    competence content (earlier versions stay in kartlegging's history)."""
+
+    versjon: int = Field(ge=2, description="The new version; the completed mapping is version 1")
+    grunn: str = Field(min_length=1, max_length=500)
 
 
 # --- bosetting -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 
-SUBJECT = re.compile(r"^(imdi:[a-z0-9-]{1,40}|kommune:[0-9]{4}|mottak:[a-z0-9-]{1,40})$")
+SUBJECT = re.compile(r"^(imdi:[a-z0-9-]{1,40}|kommune:[0-9]{4}|mottak:[a-z0-9-]{1,40}|person:p-[0-9a-f]{16,64})$")
 
 
 def _sign(secret: str, subject: str) -> str:

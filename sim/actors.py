@@ -170,8 +170,13 @@ class Simulator:
         match envelope.type:
             case "kartlegging.startet":
                 for person in data["personar"]:
-                    body = mapping_for(person, self.kommunenummer)
-                    await self._call("POST", "kartlegging", f"/kartleggingar/{sak}/personar/{person}", body)
+                    body = mapping_for(person, self.kommunenummer, data["kartleggingstype"])
+                    path = f"/kartleggingar/{sak}/personar/{person}"
+                    if household.vedtak.privatbuande:  # no mottak: the person maps themself
+                        token = self.environment.token(f"person:{person}")
+                        await self._call("POST", "kartlegging", path + "/sjolvregistrering", body, token=token)
+                    else:
+                        await self._call("POST", "kartlegging", path, body)
                     self.counts["kartlagde"] += 1
             case "bosetting.fordelt":
                 knr = data["kommunenummer"]

@@ -118,6 +118,10 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     summary.add_row("kommunar not taking new allocations", str(sim.counts["stopp"]))
     summary.add_row("deadline events", f"{sim.counts['frist_naermar']} frist nærmar, {sim.counts['frist_overskriden']} frist overskriden")
     summary.add_row("persons mapped before settlement", f"{dekning['kartlagde']} of {dekning['personar']} to be mapped")
+    fullstendig = dekning.get("fullstendigheit", {})
+    if fullstendig.get("snitt") is not None:
+        missing = ", ".join(list(fullstendig.get("manglande_felt", {}))[:3]) or "none"
+        summary.add_row("mapping completeness", f"mean {fullstendig['snitt']:.0%}, {fullstendig['fullstendige']} complete; most missing: {missing}")
     summary.add_row("competence profiles (kompetanse)", f"{kompetanse['med_kompetanse']} mapped, {kompetanse['bosatte']} settled")
     summary.add_row("wall time", f"{elapsed:.1f}s ({persons / elapsed:.0f} persons/s)")
     if lat:

@@ -13,7 +13,6 @@ from shared.catalogue import (
     Arbeidserfaring,
     Kategori,
     Sakstype,
-    Sprak,
     Utdanning,
     VedtakFattet,
     VedtakKorrigert,
@@ -170,21 +169,41 @@ SECTORS = [("sjukepleiar", "helse"), ("lærar", "undervisning"), ("snekkar", "by
            ("kokk", "reiseliv"), ("ingeniør", "industri"), ("seljar", "varehandel"), ("bonde", "landbruk")]
 
 
-def mapping_for(person: str, kommunar: list[str]) -> dict:
-    """A plausible mapping result for one person, stable per person id."""
+DIGITAL = ["ingen", "grunnleggjande", "gode", "avanserte"]
+SCHEMA = {"ordinaer": "urn:chain:kartlegging:ordinaer:v1", "forenkla": "urn:chain:kartlegging:forenkla:v1"}
+
+
+def mapping_for(person: str, kommunar: list[str], kartleggingstype: str = "ordinaer") -> dict:
+    """A plausible mapping for one person in the case's versioned schema (the simplified
+    one answers fewer questions), stable per person id."""
     rng = random.Random(person)
     level = rng.choices(EDUCATION, weights=[8, 25, 30, 10, 20, 7])[0]
     work = [Arbeidserfaring(yrke=y, sektor=s, ar=rng.randint(1, 15)) for y, s in rng.sample(SECTORS, rng.randint(0, 2))]
-    languages = [Sprak(sprak="norsk", niva=rng.choice(["ingen", "A1", "A2"])),
-                 Sprak(sprak="engelsk", niva=rng.choice(["ingen", "A2", "B1", "B2"]))]
-    utdanning = Utdanning(niva=level, ar={"ingen": 0, "grunnskule": 9}.get(level, rng.randint(12, 18)), dokumentert=rng.random() < 0.4)
-    return {
-        "utdanning": utdanning.model_dump(mode="json"),
+    utdanning = Utdanning(
+        niva=level,
+        fagfelt=rng.choice(SECTORS)[1] if level not in ("ingen", "grunnskule") and rng.random() < 0.8 else None,
+        ar={"ingen": 0, "grunnskule": 9}.get(level, rng.randint(12, 18)),
+        dokumentert=rng.random() < 0.4,
+    )
+    body = {
+        "schema": SCHEMA[kartleggingstype],
+        "heimel": "integreringslova_6",
+        "utdanning": utdanning.model_dump(mode="json", exclude_none=True),
         "arbeid": [w.model_dump(mode="json") for w in work],
-        "sprak": [s.model_dump(mode="json") for s in languages],
-        "saerlege_behov": ["tilrettelagt_bustad"] if rng.random() < SPECIAL_NEEDS_RATE else [],
-        "nettverk_kommunar": [rng.choice(kommunar)] if rng.random() < NETWORK_RATE else [],
+        "sprak": {"norsk": rng.choice(["ingen", "A1", "A2"]), "engelsk": rng.choice(["ingen", "A2", "B1", "B2"])},
+        "nettverk_kommunar": [rng.choice(kommunar)] if kommunar and rng.random() < NETWORK_RATE else [],
     }
+    if kartleggingstype == "ordinaer":
+        body |= {
+            "digitale_ferdigheiter": rng.choice(DIGITAL),
+            "forerkort": rng.choice(["ingen", "ingen", "B", "tyngre"]),
+            "helse": {"indikatorar": ["tilrettelagt_bustad"] if rng.random() < SPECIAL_NEEDS_RATE else []},
+        }
+        if rng.random() < 0.7:
+            body["onske"] = {"arbeid": [rng.choice(SECTORS)[0]], "utdanning": []}
+    elif rng.random() < SPECIAL_NEEDS_RATE:
+        body["helse"] = {"indikatorar": ["tilrettelagt_bustad"]}
+    return body
 
 
 def capacity(kommunar: list[tuple[str, int, bool]], households: list[Household], slack: float = 1.5) -> dict[str, dict[str, int]]:

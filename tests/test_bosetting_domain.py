@@ -29,6 +29,7 @@ from shared.catalogue import (
     FristNaermar,
     FristOverskriden,
     KartleggingFullfort,
+    KartleggingKorrigert,
     Kartleggingstype,
     Kategori,
     Sakstype,
@@ -599,3 +600,26 @@ def test_hushald_carries_members_waiting_time_deadline_refusals_and_network():
 def test_hushald_names_the_bustadkommune_only_for_a_privately_living_household():
     assert klar(privatbuande=True, bustadkommune="1106").hushald(DAG).bustadkommune == "1106"
     assert klar(privatbuande=False, bustadkommune="1106").hushald(DAG).bustadkommune is None
+
+
+# --- mapping versions and the mottak's flags --------------------------------------------
+
+
+def test_a_corrected_mapping_replaces_the_mapped_profile_but_not_the_mottaks_flags():
+    s = sak(n=2)
+    first = s.personar[0].person_id
+    s.kartlegging_fullfort(fullfort(first, True, saerlege_behov=["saerpleie"], fullstendigheit=0.5))
+    s.saerlege_behov_flagga(first, ["tilrettelagt_bustad"])
+    assert s.personar[0].behov == ["saerpleie", "tilrettelagt_bustad"]
+    assert s.personar[0].fullstendigheit == 0.5
+
+    korrigert = KartleggingKorrigert(
+        person_id=first, kartleggingstype=Kartleggingstype.ordinaer, utdanning=Utdanning(niva="master", ar=17),
+        versjon=2, grunn="documentation arrived", fullstendigheit=1.0,
+    )
+    assert s.kartlagt(korrigert) == []
+    p = s.personar[0]
+    assert (p.utdanningsniva, p.fullstendigheit, p.saerlege_behov) == ("master", 1.0, [])
+    assert p.behov == ["tilrettelagt_bustad"]  # the mottak's flag survives the correction
+    assert s.hushald(DAG).medlemmer[0].saerlege_behov is True
+    assert s.status == Status.fordelingsklar  # a correction never moves the case

@@ -757,7 +757,7 @@ async def test_protected_persons_never_leave_the_service(b):
     (hushald,) = view.json()
     assert hushald["tal_personar"] == 3 and hushald["skjerma_personar"] == 1
     assert len(hushald["personar"]) == 2
-    assert all(set(p) == {"alder", "kjonn", "saerlege_behov", "kartlagt"} for p in hushald["personar"])
+    assert all(set(p) == {"alder", "kjonn", "saerlege_behov", "kartlagt", "fullstendigheit"} for p in hushald["personar"])
     for p in v.personar:
         assert p.person_id not in view.text  # no ids at all in the kommune's view
 

@@ -95,8 +95,9 @@ class PersonUt(BaseModel):
 
     alder: int
     kjonn: str
-    saerlege_behov: list[str]
+    saerlege_behov: list[str] = Field(description="From the mapping and flagged by the mottak")
     kartlagt: bool
+    fullstendigheit: float | None = Field(description="Share of the mapping's critical fields answered")
 
 
 class HushaldUt(SakUt):
@@ -119,8 +120,9 @@ class HushaldUt(SakUt):
                 PersonUt(
                     alder=idag.year - p.fodselsar,
                     kjonn=p.kjonn,
-                    saerlege_behov=p.saerlege_behov,
+                    saerlege_behov=p.behov,
                     kartlagt=p.utdanningsniva is not None,
+                    fullstendigheit=p.fullstendigheit,
                 )
                 for p in synlege
             ],

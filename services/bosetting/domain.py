@@ -32,6 +32,7 @@ from shared.catalogue import (
     FristOverskriden,
     KartleggingFullfort,
     Kategori,
+    Kompetanse,
     Sakstype,
     Trukke,
     VedtakFattet,
@@ -76,6 +77,14 @@ class Person:
     sektorar: list[str] = field(default_factory=list)
     saerlege_behov: list[str] = field(default_factory=list)
     nettverk: list[str] = field(default_factory=list)
+    fullstendigheit: float | None = None  # share of the mapping's critical fields answered
+    # Flagged by the mottak (mottak.saerlege_behov_flagga), kept apart from the mapping's
+    # own answer so that a corrected mapping does not erase the mottak's flag.
+    behov_flagga: list[str] = field(default_factory=list)
+
+    @property
+    def behov(self) -> list[str]:
+        return sorted(set(self.saerlege_behov) | set(self.behov_flagga))
 
 
 def personar_av(vedtak: VedtakFattet | VedtakKorrigert, tidlegare: list[Person] = ()) -> list[Person]:
@@ -166,7 +175,9 @@ class Sak:
 
     # --- events from other parties -----------------------------------------------------
 
-    def kartlegging_fullfort(self, data: KartleggingFullfort) -> list[EventData]:
+    def kartlagt(self, data: Kompetanse) -> list[EventData]:
+        """A person's mapping, completed or corrected (the newest version wins): what the
+        allocation matches on, and how complete the mapping is."""
         for i, p in enumerate(self.personar):
             if p.person_id == data.person_id:
                 self.personar[i] = replace(
@@ -175,7 +186,12 @@ class Sak:
                     sektorar=sorted({a.sektor for a in data.arbeid}),
                     saerlege_behov=list(data.saerlege_behov),
                     nettverk=list(data.nettverk_kommunar),
+                    fullstendigheit=data.fullstendigheit,
                 )
+        return []
+
+    def kartlegging_fullfort(self, data: KartleggingFullfort) -> list[EventData]:
+        self.kartlagt(data)
         # Later mappings of an already allocated case change nothing in its status.
         if data.sak_komplett and self.status == Status.under_kartlegging:
             self.status = Status.fordelingsklar
@@ -185,7 +201,7 @@ class Sak:
         """The mottak flagged a resident's particular needs: the allocation weighs them."""
         for i, p in enumerate(self.personar):
             if p.person_id == person_id:
-                self.personar[i] = replace(p, saerlege_behov=sorted(set(p.saerlege_behov) | set(behov)))
+                self.personar[i] = replace(p, behov_flagga=sorted(set(p.behov_flagga) | set(behov)))
         return []
 
     def mottak_status(self, mottak_id: str, status: str) -> list[EventData]:
@@ -305,7 +321,7 @@ class Sak:
                 Medlem(
                     alder=max(0, idag.year - p.fodselsar),
                     kjonn=p.kjonn,
-                    saerlege_behov=bool(p.saerlege_behov),
+                    saerlege_behov=bool(p.behov),
                     utdanningsniva=p.utdanningsniva,
                     sektorar=frozenset(p.sektorar),
                 )

@@ -12,6 +12,7 @@ from services.bosetting.referansedata import Tilbod
 from shared.catalogue import (
     KapasitetRapportert,
     KartleggingFullfort,
+    KartleggingKorrigert,
     Kategori,
     MottakStatusEndret,
     SaerlegeBehovFlagga,
@@ -96,6 +97,11 @@ async def kartlegging_fullfort(uow: UnitOfWork, envelope: Envelope, data: Kartle
     await _apply(uow, sak, sak.kartlegging_fullfort, data)
 
 
+async def kartlegging_korrigert(uow: UnitOfWork, envelope: Envelope, data: KartleggingKorrigert) -> None:
+    sak = await _sak_or_wait(uow, envelope.subject)
+    await _apply(uow, sak, sak.kartlagt, data)
+
+
 async def mottak_status_endret(uow: UnitOfWork, envelope: Envelope, data: MottakStatusEndret) -> None:
     sak = await _sak_or_wait(uow, envelope.subject)
     await _apply(uow, sak, sak.mottak_status, data.mottak_id, data.status)
@@ -118,6 +124,7 @@ EVENT_HANDLERS = {
     "vedtak.fattet": vedtak_fattet,
     "vedtak.korrigert": vedtak_korrigert,
     "kartlegging.fullfort": kartlegging_fullfort,
+    "kartlegging.korrigert": kartlegging_korrigert,
     "mottak.status_endret": mottak_status_endret,
     "mottak.saerlege_behov_flagga": saerlege_behov_flagga,
     "kommune.kapasitet_rapportert": kapasitet_rapportert,

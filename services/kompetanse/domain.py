@@ -3,7 +3,7 @@ built from mapping and settlement events) and which of its fields a request may 
 
 from dataclasses import dataclass, field
 
-from shared.catalogue import KartleggingFullfort
+from shared.catalogue import Kompetanse
 
 # Fields a consumer may be served. Per-consumer policies (NAV, kommune, fylke) replace
 # this single development policy when Maskinporten access is added.
@@ -20,7 +20,7 @@ class Profil:
     kommunenummer: str | None = None
     bosatt: bool = False
 
-    def kartlagt(self, data: KartleggingFullfort) -> None:
+    def kartlagt(self, data: Kompetanse) -> None:
         self.kartleggingstype = data.kartleggingstype.value
         self.utdanning = data.utdanning.model_dump(mode="json")
         self.arbeid = [a.model_dump(mode="json") for a in data.arbeid]

@@ -4,13 +4,13 @@ from uuid import UUID
 
 from services.kompetanse import store
 from services.kompetanse.domain import FELT, Profil
-from shared.catalogue import Bosatt, Fordelt, KartleggingFullfort
+from shared.catalogue import Bosatt, Fordelt, Kompetanse
 from shared.envelope import Envelope
 from shared.outbox import UnitOfWork
 from shared.service import Runtime
 
 
-async def kartlegging_fullfort(uow: UnitOfWork, envelope: Envelope, data: KartleggingFullfort) -> None:
+async def kartlegging_fullfort(uow: UnitOfWork, envelope: Envelope, data: Kompetanse) -> None:
     profil = await store.lock_or_new(uow.conn, data.person_id)
     profil.kartlagt(data)
     await store.save_profil(uow.conn, profil)
@@ -34,6 +34,7 @@ async def bosatt(uow: UnitOfWork, envelope: Envelope, data: Bosatt) -> None:
 
 EVENT_HANDLERS = {
     "kartlegging.fullfort": kartlegging_fullfort,
+    "kartlegging.korrigert": kartlegging_fullfort,  # a corrected version replaces the profile's content
     "bosetting.fordelt": fordelt,
     "bosetting.bosatt": bosatt,
 }
