@@ -4,7 +4,10 @@ bindings, never by hand: `python -m sim.docs` (or `chain docs`) writes
 - docs/asyncapi.json: AsyncAPI 3.0 for the whole bus (channels, messages, who sends and
   who receives each event);
 - docs/events.md: the catalogue as a page;
-- docs/schemas/<event>.v<n>.json: JSON Schema of each event's data, and the envelope.
+- docs/schemas/<event>.v<n>.json: JSON Schema of each event's data, and the envelope;
+- docs/schemas/http/*.json: JSON Schema of the HTTP bodies mottak systems send to
+  kartlegging (mapping submissions by schema version, corrections, the § 11 note, and
+  residents' events).
 """
 
 import json
@@ -21,8 +24,22 @@ from shared.topology import EVENTS
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _http_schemas() -> dict[str, str]:
+    from services.kartlegging import intake, skjema
+
+    models = {
+        "kartlegging.ordinaer.v1.json": skjema.OrdinaerV1,
+        "kartlegging.forenkla.v1.json": skjema.ForenklaV1,
+        "kartlegging.korrigering.json": skjema.Korrigering,
+        "kartlegging.karriererettleiing.json": skjema.Karriererettleiing,
+        "mottak.hending.json": intake.Hending,
+    }
+    return {f"http/{name}": json.dumps(m.model_json_schema(), indent=2, ensure_ascii=False) + "\n" for name, m in models.items()}
+
+
 def schema_files() -> dict[str, str]:
     files = {"envelope.json": json.dumps(Envelope.model_json_schema(), indent=2, ensure_ascii=False) + "\n"}
+    files.update(_http_schemas())
     for et in CATALOGUE.values():
         schema = et.model.model_json_schema()
         schema["$id"] = et.dataschema
