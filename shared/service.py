@@ -45,11 +45,24 @@ class Runtime:
         return self.river.source
 
 
+@dataclass(frozen=True)
+class Intake:
+    """A second, separate queue for events from outside parties on their own exchange
+    (`<service>.<name>`): its handlers validate and put what passes on `chain.events`, so
+    a flood of bad input fills only this queue and its DLQ."""
+
+    name: str
+    exchange: str
+    bindings: tuple[str, ...]
+    handlers: dict[str, Handler]
+
+
 @dataclass
 class ServiceSpec:
     name: str
     bindings: tuple[str, ...]
     handlers: dict[str, Handler]
+    intake: Intake | None = None
     routers: list[APIRouter] = field(default_factory=list)
     # Run once at start, before the queue is consumed (reference data and the like).
     startup: list[Callable[[asyncpg.Pool], Awaitable[None]]] = field(default_factory=list)
@@ -59,6 +72,12 @@ class ServiceSpec:
     def queue(self, cfg: Settings) -> topology.ServiceQueue:
         return topology.ServiceQueue(self.name, self.bindings, tuple(cfg.retry_delays_ms))
 
+    def intake_queue(self, cfg: Settings) -> topology.ServiceQueue | None:
+        if self.intake is None:
+            return None
+        i = self.intake
+        return topology.ServiceQueue(f"{self.name}.{i.name}", i.bindings, tuple(cfg.retry_delays_ms), i.exchange)
+
 
 def create_app(spec: ServiceSpec) -> FastAPI:
     cfg = settings()
@@ -66,14 +85,16 @@ def create_app(spec: ServiceSpec) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        queue = spec.queue(cfg)
-        await topology.declare_all(cfg.amqp_url, [queue], cfg.eventlog_max_age)
+        queue, intake_queue = spec.queue(cfg), spec.intake_queue(cfg)
+        await topology.declare_all(cfg.amqp_url, [q for q in (queue, intake_queue) if q], cfg.eventlog_max_age)
         pool = await open_database(cfg.database_url(spec.name), ["shared", f"services.{spec.name}"], cfg.pg_pool_size)
         for step in spec.startup:
             await step(pool)
         broker = RabbitBroker(cfg.amqp_url, graceful_timeout=20.0, logger=None)
         river = River(spec.name, queue, pool, broker, spec.handlers, cfg.max_attempts)
         subscribe(broker, river, cfg.prefetch)
+        if intake_queue:  # same service, same outbox: what passes is emitted as ours
+            subscribe(broker, River(spec.name, intake_queue, pool, broker, spec.intake.handlers, cfg.max_attempts), cfg.prefetch)
         await broker.start()
         runtime = Runtime(spec.name, cfg, pool, broker, river)
         app.state.runtime = runtime

@@ -1,6 +1,10 @@
 """RabbitMQ topology as code, declared idempotently by every process at start.
 
 - `chain.events`: durable topic exchange; the routing key is the event name.
+- `mottak.inn`: durable topic exchange where reception-centre systems publish `mottak.*`
+  events with their own, confined users; only kartlegging's intake queue reads it, and
+  kartlegging puts what passes validation on `chain.events`. Whatever a mottak system
+  sends, the chain's own queues never see it unvalidated.
 - per consuming service: a quorum queue named after it, bound to the event names it wants,
   with a delivery limit and at-least-once dead-lettering to `chain.dlx` -> `<queue>.dlq`;
 - delayed retries: `<queue>.retry.<n>` quorum queues whose message TTL sends the message
@@ -17,6 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 EVENTS = "chain.events"
+MOTTAK_INN = "mottak.inn"
 DLX = "chain.dlx"
 EVENTLOG = "chain.eventlog"
 DELIVERY_LIMIT = 20  # a message that crashes its consumer this often is dead-lettered by the broker
@@ -27,6 +32,7 @@ class ServiceQueue:
     name: str
     bindings: tuple[str, ...]
     retry_delays_ms: tuple[int, ...] = (200, 1000, 5000, 30000)
+    exchange: str = EVENTS  # where the bindings are made
 
     @property
     def dlq(self) -> str:
@@ -42,6 +48,7 @@ def _quorum_args(**extra) -> dict:
 
 async def declare_core(channel: AbstractChannel, eventlog_max_age: str = "365D") -> AbstractExchange:
     events = await channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(MOTTAK_INN, aio_pika.ExchangeType.TOPIC, durable=True)
     await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
     log = await channel.declare_queue(
         EVENTLOG, durable=True, arguments={"x-queue-type": "stream", "x-max-age": eventlog_max_age}
@@ -51,7 +58,7 @@ async def declare_core(channel: AbstractChannel, eventlog_max_age: str = "365D")
 
 
 async def declare_service(channel: AbstractChannel, sq: ServiceQueue) -> None:
-    events = await channel.get_exchange(EVENTS)
+    events = await channel.get_exchange(sq.exchange)
     dlx = await channel.get_exchange(DLX)
     queue = await channel.declare_queue(
         sq.name,

@@ -15,7 +15,7 @@ import aiohttp
 from shared.catalogue import KapasitetRapportert, Kategori, MottakStatusEndret
 from shared.envelope import parse_envelope
 from shared.publish import envelope_for, publish_envelope
-from shared.topology import declare_core
+from shared.topology import MOTTAK_INN, declare_core
 from sim.environment import Environment
 from sim.workload import (
     Household,
@@ -52,6 +52,7 @@ class Simulator:
         self.channel = await self.connection.channel(publisher_confirms=True)
         await self.channel.set_qos(prefetch_count=100)
         self.exchange = await declare_core(self.channel, cfg.eventlog_max_age)
+        self.mottak_inn = await self.channel.get_exchange(MOTTAK_INN)
         self.queue = await self.channel.declare_queue(self.queue_name, durable=True, arguments={"x-queue-type": "quorum"})
         for key in LISTENS_TO:
             await self.queue.bind(self.exchange, key)
@@ -106,7 +107,8 @@ class Simulator:
         await publish_envelope(self.exchange, envelope_for(h.vedtak, h.sak_id, UDI, 1))
         if h.vedtak.mottak_id:
             status = MottakStatusEndret(mottak_id=h.vedtak.mottak_id, status="innkvartert", dato=h.vedtak.vedtaksdato)
-            await publish_envelope(self.exchange, envelope_for(status, h.sak_id, f"urn:no:mottak:{h.vedtak.mottak_id}", 1))
+            # as a mottak system does: on its intake exchange, which kartlegging validates
+            await publish_envelope(self.mottak_inn, envelope_for(status, h.sak_id, f"urn:no:mottak:{h.vedtak.mottak_id}", 1))
         if (korrigert := correction(h)) is not None:
             self._later.append(asyncio.create_task(self._correct(h, korrigert)))
         self.counts["vedtak"] += 1

@@ -56,5 +56,5 @@ def mottak_add(mottak_id: str = typer.Argument(..., help="The reception centre's
     except (ValueError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"AMQP URL (publish to exchange chain.events, routing key = event type): {tilgang.amqp_url}")
+    typer.echo(f"AMQP URL (publish to exchange mottak.inn, routing key = event type): {tilgang.amqp_url}")
     typer.echo(f"HTTP token (POST /mottak/{mottak_id}/hendingar on kartlegging): {tilgang.http_token}")

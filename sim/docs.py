@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.catalogue import CATALOGUE
 from shared.envelope import CONTENT_TYPE, Envelope
-from shared.topology import EVENTS
+from shared.topology import EVENTS, MOTTAK_INN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +35,36 @@ def _http_schemas() -> dict[str, str]:
         "mottak.hending.json": intake.Hending,
     }
     return {f"http/{name}": json.dumps(m.model_json_schema(), indent=2, ensure_ascii=False) + "\n" for name, m in models.items()}
+
+
+def _intake(channels: dict, operations: dict, name: str, key: str) -> None:
+    """A mottak event's first leg: the mottak system's own user publishes it on `mottak.inn`;
+    kartlegging's intake queue validates it and publishes it on the chain's exchange."""
+    channels[f"intake.{name}"] = {
+        "address": name,
+        "description": f"Routing key `{name}` on the intake exchange `{MOTTAK_INN}` (mottak systems' own users may publish only here).",
+        "messages": {key: {"$ref": f"#/components/messages/{key}"}},
+        "bindings": {
+            "amqp": {
+                "is": "routingKey",
+                "exchange": {"name": MOTTAK_INN, "type": "topic", "durable": True, "autoDelete": False, "vhost": "/"},
+                "bindingVersion": "0.3.0",
+            }
+        },
+    }
+    ref = {"$ref": f"#/channels/intake.{name}"}
+    operations[f"mottak.send.{name}"] = {
+        "action": "send",
+        "channel": ref,
+        "summary": f"a mottak system publishes {name} with its own user (`chain mottak-add`)",
+        "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
+    }
+    operations[f"kartlegging.intake.receive.{name}"] = {
+        "action": "receive",
+        "channel": ref,
+        "summary": f"kartlegging validates {name} from its intake queue `kartlegging.mottak-inn`",
+        "bindings": {"amqp": {"ack": True, "bindingVersion": "0.3.0"}},
+    }
 
 
 def schema_files() -> dict[str, str]:
@@ -128,10 +158,14 @@ def asyncapi() -> dict:
             },
         }
         channel_ref = {"$ref": f"#/channels/{et.name}"}
-        operations[f"{et.producer}.send.{et.name}"] = {
+        sender = et.producer
+        if et.producer == "mottak":  # mottak systems publish on the intake exchange only
+            _intake(channels, operations, et.name, key)
+            sender = "kartlegging"
+        operations[f"{sender}.send.{et.name}"] = {
             "action": "send",
             "channel": channel_ref,
-            "summary": f"{et.producer} publishes {et.name} (persistent, with publisher confirms)",
+            "summary": f"{sender} publishes {et.name} (persistent, with publisher confirms)",
             "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
         }
         for service in consumers[et.name]:

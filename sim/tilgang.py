@@ -1,10 +1,11 @@
 """Access for reception-centre (mottak) systems: their own RabbitMQ user, confined to
-publishing `mottak.*` events on `chain.events`, and a bearer token for the HTTP intake.
+publishing `mottak.*` events on the intake exchange `mottak.inn`, and a bearer token for
+the HTTP intake.
 
 `rabbitmqctl` runs on the broker's host (as the operator would); the user gets no
-configure and no read permission, write only on `chain.events`, and topic permission
-only for routing keys `mottak.*`, so a mottak system can neither declare queues, read
-anyone's events nor publish anything but its own kind of event.
+configure and no read permission, write only on `mottak.inn`, and topic permission only
+for routing keys `mottak.*`, so a mottak system can neither declare queues, read anyone's
+events, publish on the chain's own exchange nor send anything but its own kind of event.
 """
 
 import secrets
@@ -15,7 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from shared import tokens
 from shared.config import Settings
-from shared.topology import EVENTS
+from shared.topology import MOTTAK_INN
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,10 @@ def legg_til_mottak(cfg: Settings, mottak_id: str) -> MottakTilgang:
         result = _ctl("change_password", user, password)
         if result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl could not create or update {user}: {result.stderr.strip()[:200]}")
-    exchange = EVENTS.replace(".", r"\.")
+    exchange = MOTTAK_INN.replace(".", r"\.")
     for args in (
         ["set_permissions", "-p", vhost, user, "^$", f"^{exchange}$", "^$"],
-        ["set_topic_permissions", "-p", vhost, user, EVENTS, r"^mottak\.", "^$"],
+        ["set_topic_permissions", "-p", vhost, user, MOTTAK_INN, r"^mottak\.", "^$"],
     ):
         result = _ctl(*args)
         if result.returncode != 0:

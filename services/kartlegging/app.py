@@ -6,8 +6,10 @@ Run: `python -m services.kartlegging.app` (HTTP on CHAIN_KARTLEGGING_PORT, defau
 
 from services.kartlegging import handlers
 from services.kartlegging.api import router
+from services.kartlegging.intake import INTAKE_HANDLERS
 from services.kartlegging.intake import router as intake
-from shared.service import ServiceSpec, create_app, serve
+from shared.service import Intake, ServiceSpec, create_app, serve
+from shared.topology import MOTTAK_INN
 
 SPEC = ServiceSpec(
     name="kartlegging",
@@ -15,6 +17,8 @@ SPEC = ServiceSpec(
     bindings=("vedtak.*",),
     handlers=handlers.EVENT_HANDLERS,
     routers=[router, intake],
+    # Mottak systems' events: queue `kartlegging.mottak-inn` on exchange `mottak.inn`.
+    intake=Intake("mottak-inn", MOTTAK_INN, ("mottak.*",), INTAKE_HANDLERS),
 )
 
 app = create_app(SPEC)

@@ -1,12 +1,14 @@
-"""The inbound contract for reception-centre (mottak) systems over HTTP.
+"""The inbound contract for reception-centre (mottak) systems, over AMQP and HTTP.
 
 A mottak system reports what happens to its residents: registered, moved, left
 (`mottak.status_endret`), particular needs flagged (`mottak.saerlege_behov_flagga`) and
-consent given or withdrawn (`mottak.samtykke_gitt`). Over AMQP it publishes these events
-itself (its own RabbitMQ user, confined to `mottak.*` on `chain.events`: `chain mottak
-add`); over HTTP it posts them here with its bearer token (`chain token mottak:<id>`), and
-kartlegging puts them on the bus through its outbox. The event data is exactly the
-catalogue's, so both ways share one contract.
+consent given or withdrawn (`mottak.samtykke_gitt`). Over AMQP it publishes them to the
+exchange `mottak.inn` with its own RabbitMQ user (`chain mottak-add`); kartlegging's
+intake queue validates each (the river: envelope, schema, order, duplicates; bad input
+is dead-lettered with its reason) and `videresend` puts it on `chain.events`. Over HTTP it
+posts them here with its bearer token (`chain token mottak:<id>`). Either way the event
+reaches the bus from kartlegging's outbox, in kartlegging's sequence, and the data is
+exactly the catalogue's, so both ways share one contract.
 """
 
 from typing import Annotated, Literal
@@ -17,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared import tokens
 from shared.catalogue import CATALOGUE, EventData
 from shared.http import Problem
-from shared.outbox import unit_of_work
+from shared.envelope import Envelope
+from shared.outbox import UnitOfWork, unit_of_work
+from shared.river import Rejected
 from shared.service import Runtime, current_runtime
 
 router = APIRouter()
@@ -74,3 +78,13 @@ async def hending(rt: RuntimeDep, mottak_id: Annotated[str, Depends(mottak)], bo
     async with unit_of_work(rt.pool, rt.source) as uow:
         envelope = await uow.emit(data, body.sak_id)
     return Kvittering(event_id=str(envelope.id), type=envelope.type, sak_id=body.sak_id)
+
+
+async def videresend(uow: UnitOfWork, envelope: Envelope, data: EventData) -> None:
+    """An event from a mottak system's AMQP intake passed validation: put it on the bus."""
+    if envelope.source != f"urn:no:mottak:{data.mottak_id}":
+        raise Rejected("source must be urn:no:mottak:<the data's mottak_id>")
+    await uow.emit(data, envelope.subject)
+
+
+INTAKE_HANDLERS = dict.fromkeys(MOTTAK_EVENTS, videresend)
