@@ -1,7 +1,8 @@
 """Signed access tokens for the HTTP APIs of caseworkers (IMDi) and kommunar.
 
 A token is `<subject>.<signature>`, where the subject names who calls (`imdi:<caseworker>`,
-`kommune:<kommunenummer>` or `mottak:<mottak_id>`, a reception centre's system) and the signature is an HMAC-SHA256 of the subject under
+`kommune:<kommunenummer>`, `mottak:<mottak_id>` (a reception centre's system),
+`fylke:<fylkesnummer>` (a county's career guidance) or `person:<person_id>` (self-registration)) and the signature is an HMAC-SHA256 of the subject under
 `CHAIN_TOKEN_SECRET`. Operators issue them with `chain token`. They are stateless and
 cannot be forged without the secret; partner agencies get Maskinporten JWTs instead
 (kompetanse). Rotating the secret revokes every token.
@@ -12,7 +13,7 @@ import hashlib
 import hmac
 import re
 
-SUBJECT = re.compile(r"^(imdi:[a-z0-9-]{1,40}|kommune:[0-9]{4}|mottak:[a-z0-9-]{1,40}|person:p-[0-9a-f]{16,64})$")
+SUBJECT = re.compile(r"^(imdi:[a-z0-9-]{1,40}|kommune:[0-9]{4}|mottak:[a-z0-9-]{1,40}|fylke:[0-9]{2}|person:p-[0-9a-f]{16,64})$")
 
 
 def _sign(secret: str, subject: str) -> str:

@@ -177,8 +177,10 @@ class Simulator:
                     if household.vedtak.privatbuande:  # no mottak: the person maps themself
                         token = self.environment.token(f"person:{person}")
                         await self._call("POST", "kartlegging", path + "/sjolvregistrering", body, token=token)
-                    else:
-                        await self._call("POST", "kartlegging", path, body)
+                    else:  # the mottak's system, or IMDi for resettlement refugees mapped abroad
+                        mottak = household.vedtak.mottak_id
+                        token = self.environment.token(f"mottak:{mottak}" if mottak else "imdi:sim-caseworker")
+                        await self._call("POST", "kartlegging", path, body, token=token)
                     self.counts["kartlagde"] += 1
             case "bosetting.fordelt":
                 knr = data["kommunenummer"]

@@ -83,7 +83,7 @@ def oslo(env) -> dict:
 
 @pytest.fixture
 async def kartlegging(env):
-    async with httpx.AsyncClient(base_url=env.url("kartlegging")) as http:
+    async with httpx.AsyncClient(base_url=env.url("kartlegging"), headers=auth(env, "mottak:mottak-01")) as http:
         yield http
 
 

@@ -92,7 +92,9 @@ async def service(env):
     install_problem_handlers(app)
     app.include_router(router)
     app.state.runtime = rt
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    # The mottak's system maps by default; tests that need another party pass its token.
+    mottak = {"Authorization": f"Bearer {tokens.issue(cfg.token_secret, 'mottak:mottak-01')}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=mottak) as http:
         yield Kartlegging(rt, http)
     await pool.close()
 
@@ -280,7 +282,7 @@ async def test_corrections_are_new_versions_and_history_is_kept(k):
     assert "helse" not in events[0][1] and events[0][1]["saerlege_behov"] == ["oppfolging_helse"]
 
     # the history: every version, never overwritten; for a caseworker or the person only
-    assert_problem(await k.http.get(url(sak_id, a, "/versjonar")), 401)
+    assert_problem(await k.http.get(url(sak_id, a, "/versjonar"), headers={"Authorization": ""}), 401)
     assert_problem(await k.http.get(url(sak_id, a, "/versjonar"), headers=k.token("kommune:0301")), 403)
     r = await k.http.get(url(sak_id, a, "/versjonar"), headers=k.token("imdi:test"))
     assert r.status_code == 200, r.text
@@ -311,13 +313,17 @@ async def test_a_correction_must_be_complete_and_valid(k):
 async def test_career_guidance_follows_a_completed_mapping_and_stays_here(k):
     sak_id, (a, _) = await k.ny_sak()
     note = {"fylkesnummer": "46", "dato": "2024-05-02", "notat": "wants to work as a nurse again"}
-    assert_problem(await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note), 409)
+    fylke = k.token("fylke:46")
+    assert_problem(await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note, headers=fylke), 409)
     await k.http.post(url(sak_id, a), json=ORDINAER)
-    r = await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note)
+    assert_problem(await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note), 403)  # a mottak may not
+    r = await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note, headers=fylke)
     assert r.status_code == 201, r.text
     assert await k.pool.fetchval("SELECT notat FROM karriererettleiing WHERE person_id = $1", a) == note["notat"]
     assert "nurse" not in await k.pool.fetchval("SELECT string_agg(body, ' ') FROM outbox")
-    body = assert_problem(await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note | {"dato": "2024-13-45"}), 422)
+    body = assert_problem(
+        await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note | {"dato": "2024-13-45"}, headers=fylke), 422
+    )
     assert fields(body) == ["body.dato"]
 
 
@@ -327,14 +333,15 @@ async def test_career_guidance_follows_a_completed_mapping_and_stays_here(k):
 async def test_a_privately_living_person_maps_themself(k):
     sak_id, (a, b) = await k.ny_sak(privatbuande=True, mottak_id=None, bustadkommune="0301")
     kode = url(sak_id, a, "/sjolvregistrering/kode")
-    assert_problem(await k.http.post(kode), 401)
+    assert_problem(await k.http.post(kode, headers={"Authorization": ""}), 401)
     assert_problem(await k.http.post(kode, headers=k.token(f"person:{a}")), 403)
     r = await k.http.post(kode, headers=k.token("imdi:test"))
     assert r.status_code == 200, r.text
     own = {"Authorization": f"Bearer {r.json()['token']}"}
 
     # another person's token, or none, may not submit for a
-    assert_problem(await k.http.post(url(sak_id, a, "/sjolvregistrering"), json=ORDINAER), 401)
+    assert_problem(await k.http.post(url(sak_id, a, "/sjolvregistrering"), json=ORDINAER, headers={"Authorization": ""}), 401)
+    assert_problem(await k.http.post(url(sak_id, a, "/sjolvregistrering"), json=ORDINAER), 403)  # the mottak may not
     assert_problem(await k.http.post(url(sak_id, a, "/sjolvregistrering"), json=ORDINAER, headers=k.token(f"person:{b}")), 403)
 
     draft = await k.http.put(url(sak_id, a, "/sjolvregistrering/utkast"), json=FORENKLA | {"schema": ORDINAER_V1}, headers=own)
@@ -387,3 +394,20 @@ async def test_coverage_with_completeness(k):
             "ordinaer": {"personar": 2, "kartlagde": 2, "snitt_fullstendigheit": round(1.1 / 2, 4)},
         },
     }
+
+
+async def test_only_mottak_kommunar_and_imdi_may_map(k):
+    sak_id, (a, _) = await k.ny_sak()
+    events = await k.pool.fetchval("SELECT count(*) FROM outbox")
+    for path in ("", "/utkast"):
+        method = k.http.put if path == "/utkast" else k.http.post
+        assert_problem(await method(url(sak_id, a, path), json=ORDINAER, headers={"Authorization": ""}), 401)
+        forged = {"Authorization": "Bearer mottak:mottak-01.AAAA"}
+        assert_problem(await method(url(sak_id, a, path), json=ORDINAER, headers=forged), 401)
+        assert_problem(await method(url(sak_id, a, path), json=ORDINAER, headers=k.token(f"person:{a}")), 403)
+        assert_problem(await method(url(sak_id, a, path), json=ORDINAER, headers=k.token("fylke:46")), 403)
+    assert await k.pool.fetchval("SELECT count(*) FROM outbox") == events  # nothing was applied
+    assert await k.pool.fetchval("SELECT utkast FROM kartlegging WHERE person_id = $1", a) is None
+    for who in ("kommune:0301", "imdi:test"):  # the settlement kommune (§ 10), IMDi (abroad)
+        r = await k.http.put(url(sak_id, a, "/utkast"), json=ORDINAER, headers=k.token(who))
+        assert r.status_code == 200, r.text

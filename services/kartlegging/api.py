@@ -151,6 +151,26 @@ def imdi_eller_personen(request: Request, rt: RuntimeDep, person_id: PersonIdPat
     return subject
 
 
+def kartleggar(request: Request, rt: RuntimeDep) -> str:
+    """Who may map: a mottak system or the vertskommune (§ 6), the settlement kommune
+    (§ 10), or IMDi (resettlement refugees are mapped abroad by IMDi)."""
+    subject = _subject(request, rt)
+    if not subject.startswith(("mottak:", "kommune:", "imdi:")):
+        raise Problem(403, "Only a mottak, a kommune or IMDi may submit mappings")
+    return subject
+
+
+def rettleiar(request: Request, rt: RuntimeDep) -> str:
+    """The career-guidance note (§ 11) comes from the county (fylke)."""
+    subject = _subject(request, rt)
+    if not subject.startswith(("fylke:", "imdi:")):
+        raise Problem(403, "Only a county (fylke) may add the career-guidance note")
+    return subject
+
+
+Kartleggar = Annotated[str, Depends(kartleggar)]
+
+
 def personen(request: Request, rt: RuntimeDep, person_id: PersonIdPath) -> str:
     if _subject(request, rt) != f"person:{person_id}":
         raise Problem(403, "Only the person themself may self-register")
@@ -161,7 +181,7 @@ def personen(request: Request, rt: RuntimeDep, person_id: PersonIdPath) -> str:
 
 
 @router.post("/kartleggingar/{sak_id}/personar/{person_id}", response_model=Kvittering, tags=["kartlegging"])
-async def submit(rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
+async def submit(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
     """Submit and complete one person's mapping. With `schema` the schema's required fields
     must be answered; without it (the original, unversioned body) `utdanning` is enough and
     the gaps show in the completeness. Resubmitting identical content is safe; different
@@ -176,7 +196,7 @@ async def submit(rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath, bod
 
 
 @router.put("/kartleggingar/{sak_id}/personar/{person_id}/utkast", response_model=Utkastkvittering, tags=["kartlegging"])
-async def utkast(rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
+async def utkast(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
     """Save a draft of one person's mapping (any number of times; no event)."""
     innhald = _valider(INNSENDING, body).innhald()
     await _run(handlers.lagre_utkast(rt, sak_id, person_id, innhald))
@@ -195,7 +215,7 @@ def _utkastkvittering(sak_id: str, person_id: str, innhald: dict) -> Utkastkvitt
 
 
 @router.post("/kartleggingar/{sak_id}/personar/{person_id}/fullfor", response_model=Fullforing, tags=["kartlegging"])
-async def fullfor(rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath):
+async def fullfor(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath):
     """Complete one person's mapping from the saved draft: emits `kartlegging.fullfort`.
     Completing a completed mapping again is a no-op."""
     sak = await _run(handlers.fullfor(rt, sak_id, person_id), prefix="utkast")
@@ -203,7 +223,7 @@ async def fullfor(rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath):
 
 
 @router.post("/kartleggingar/{sak_id}/personar/{person_id}/korrigering", response_model=Fullforing, tags=["kartlegging"])
-async def korrigering(rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
+async def korrigering(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
     """Correct a completed mapping: the whole corrected content and why. A new version
     (`kartlegging.korrigert`); the same content as the current version is a no-op."""
     k = _valider(KORRIGERING, body)
@@ -230,7 +250,9 @@ async def versjonar(
 @router.post(
     "/kartleggingar/{sak_id}/personar/{person_id}/karriererettleiing", status_code=201, tags=["kartlegging"]
 )
-async def karriererettleiing(rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody) -> dict:
+async def karriererettleiing(
+    rt: RuntimeDep, _: Annotated[str, Depends(rettleiar)], sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody
+) -> dict:
     """The county's career-guidance note (integreringslova § 11), after the mapping is
     complete. It stays in kartlegging (free text about a person never goes on the bus)."""
     note = _valider(KARRIERE, body)
