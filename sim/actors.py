@@ -127,7 +127,11 @@ class Simulator:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._review(await self._get("bosetting", "/forslag?status=open&limit=1000", self.imdi))
+                proposals = await self._get("bosetting", "/forslag?status=open&limit=1000", self.imdi)
+            except (aiohttp.ClientError, TimeoutError):
+                continue  # bosetting is restarting: look again next time
+            try:
+                await self._review(proposals)
             except Exception as exc:  # a finding of the run, not a reason to stop reviewing
                 self.counts["errors"] += 1
                 self.errors.append(f"caseworker: {exc}"[:300])

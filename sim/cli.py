@@ -58,3 +58,49 @@ def mottak_add(mottak_id: str = typer.Argument(..., help="The reception centre's
         raise typer.Exit(2) from None
     typer.echo(f"AMQP URL (publish to exchange mottak.inn, routing key = event type): {tilgang.amqp_url}")
     typer.echo(f"HTTP token (POST /mottak/{mottak_id}/hendingar on kartlegging): {tilgang.http_token}")
+
+
+@app.command("audit-verify")
+def audit_verify(batch: int = typer.Option(5000, help="Rows read per batch")) -> None:
+    """Verify kompetanse's hash-chained audit log: exit 0 if intact, 1 with the first broken
+    seq and the reason if not (an altered, missing or reordered row, or a cut-off end)."""
+    import asyncio
+
+    import asyncpg
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.kompetanse import revisjon, store
+    from shared.config import settings
+
+    async def run() -> tuple[revisjon.Brot | None, int]:
+        conn = await asyncpg.connect(settings().database_url("kompetanse"))
+        try:
+            # One snapshot: rows appended while verifying are left for the next run.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                hode = await store.revisjon_hode(conn)
+                v = revisjon.Verifikator()
+                columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+                with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+                    task = progress.add_task("verify", total=hode[0])
+                    etter = 0
+                    while rows := await store.revisjon_rader(conn, etter, batch):
+                        for row in rows:
+                            if v.add(row) is not None:
+                                return v.brot, v.rader
+                        etter = rows[-1]["seq"]
+                        progress.update(task, completed=v.rader)
+                return v.slutt(hode), v.rader
+        finally:
+            await conn.close()
+
+    try:
+        brot, rader = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if brot is None:
+        typer.echo(f"audit log intact: {rader} rows")
+        raise typer.Exit(0)
+    typer.echo(f"audit log broken at seq {brot.seq}: {brot.grunn}", err=True)
+    raise typer.Exit(1)

@@ -5,16 +5,17 @@ Run: `python -m services.kompetanse.app` (HTTP on CHAIN_KOMPETANSE_PORT, default
 
 from services.kompetanse import handlers
 from services.kompetanse.api import router
+from services.kompetanse.innsyn import router as innsyn
 from shared.service import ServiceSpec, create_app, serve
 
 SPEC = ServiceSpec(
     name="kompetanse",
     description="Individual competence data, served only to authorised consumers; every access audited.",
-    # mottak.* too: kartlegging relays mottak systems' HTTP reports as its own events, so
-    # they are part of kartlegging's sequence (whole producers' streams, no holes).
+    # mottak.* too: kartlegging relays mottak systems' reports (intake) as its own events,
+    # so they are part of kartlegging's sequence (whole producers' streams, no holes).
     bindings=("kartlegging.*", "bosetting.*", "mottak.*"),
     handlers=handlers.EVENT_HANDLERS,
-    routers=[router],
+    routers=[router, innsyn],
 )
 
 app = create_app(SPEC)

@@ -40,12 +40,30 @@ EVENT_HANDLERS = {
 }
 
 
-async def les_profil(rt: Runtime, konsument: str, person_id: str, formal: str, request_id: UUID) -> Profil | None:
-    """Read one profile and record the access in the same transaction: no read goes unlogged."""
+async def les_profil(
+    rt: Runtime,
+    konsument: str,
+    person_id: str,
+    formal: str,
+    request_id: UUID,
+    *,
+    konsument_org: str | None = None,
+    klient: str | None = None,
+) -> Profil | None:
+    """Read one profile and record the access in the same transaction: no read goes unlogged.
+    konsument_org and klient default to `konsument` (one static token for now)."""
     async with rt.pool.acquire() as conn, conn.transaction():
         profil = await store.get_profil(conn, person_id, for_update=False)
         served = profil is not None and profil.har_kompetanse
         await store.log_access(
-            conn, konsument, person_id, list(FELT) if served else [], formal, request_id, "served" if served else "not_found"
+            conn,
+            konsument,
+            person_id,
+            list(FELT) if served else [],
+            formal,
+            request_id,
+            "served" if served else "not_found",
+            konsument_org=konsument_org,
+            klient=klient,
         )
     return profil if served else None

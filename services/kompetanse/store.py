@@ -1,10 +1,11 @@
-"""Kompetanse's SQL: profiles and the access log."""
+"""Kompetanse's SQL: profiles and the hash-chained audit log of accesses."""
 
 import json
 from uuid import UUID
 
 import asyncpg
 
+from services.kompetanse import revisjon
 from services.kompetanse.domain import Profil
 
 
@@ -46,18 +47,71 @@ async def save_profil(conn: asyncpg.Connection, p: Profil) -> None:
     )
 
 
+REVISJON_KOLONNAR = (*revisjon.FELT, "hash")
+
+
 async def log_access(
-    conn: asyncpg.Connection, konsument: str, person_id: str, felt: list[str], formal: str, request_id: UUID, utfall: str
-) -> None:
-    await conn.execute(
-        "INSERT INTO tilgangslogg (konsument, person_id, felt, formal, request_id, utfall) VALUES ($1, $2, $3, $4, $5, $6)",
-        konsument,
-        person_id,
-        felt,
-        formal,
-        request_id,
-        utfall,
+    conn: asyncpg.Connection,
+    konsument: str,
+    person_id: str,
+    felt: list[str],
+    formal: str,
+    request_id: UUID,
+    utfall: str,
+    *,
+    konsument_org: str | None = None,
+    klient: str | None = None,
+) -> int:
+    """Append one access to the hash-chained audit log; its seq. Call it inside the reading
+    transaction: the chain head stays locked until that commits, so appends are serialised
+    (no fork, no hole in seq) and a read that rolls back leaves no entry."""
+    hode = await conn.fetchrow("SELECT seq, hash FROM revisjonslogg_hode WHERE id = 1 FOR UPDATE")
+    tid = await conn.fetchval("SELECT clock_timestamp()")  # after the lock: tid follows seq
+    row = revisjon.chained(
+        {
+            "tid": tid,
+            "konsument_org": konsument_org or konsument,
+            "klient": klient or konsument,
+            "person_id": person_id,
+            "felt": list(felt),
+            "formal": formal,
+            "request_id": request_id,
+            "utfall": utfall,
+        },
+        hode["seq"],
+        hode["hash"],
     )
+    await conn.execute(
+        "WITH ny AS (INSERT INTO revisjonslogg (" + ", ".join(REVISJON_KOLONNAR) + ")"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq, hash)"
+        " UPDATE revisjonslogg_hode h SET seq = ny.seq, hash = ny.hash FROM ny WHERE h.id = 1",
+        *(row[k] for k in REVISJON_KOLONNAR),
+    )
+    return row["seq"]
+
+
+async def revisjon_hode(conn: asyncpg.Connection) -> tuple[int, str]:
+    row = await conn.fetchrow("SELECT seq, hash FROM revisjonslogg_hode WHERE id = 1")
+    return row["seq"], row["hash"]
+
+
+async def revisjon_rader(conn: asyncpg.Connection, etter: int, grense: int = 5000) -> list[asyncpg.Record]:
+    """A batch of the audit log in seq order, after seq `etter` (for verification)."""
+    return await conn.fetch(
+        "SELECT " + ", ".join(REVISJON_KOLONNAR) + " FROM revisjonslogg WHERE seq > $1 ORDER BY seq LIMIT $2", etter, grense
+    )
+
+
+async def tilgangar(conn: asyncpg.Connection, person_id: str, grense: int = 500) -> list[dict]:
+    """The accesses to one person's data, newest first (the right of access): who (the
+    consumer organisation), when, for what purpose, which fields, and the outcome."""
+    rows = await conn.fetch(
+        "SELECT tid, konsument_org, formal, felt, utfall FROM revisjonslogg WHERE person_id = $1"
+        " ORDER BY seq DESC LIMIT $2",
+        person_id,
+        grense,
+    )
+    return [dict(r) for r in rows]
 
 
 async def count_profiles(conn: asyncpg.Connection) -> dict:

@@ -1,0 +1,51 @@
+"""The person's right of access (innsyn): who read my competence data, when, for what
+purpose and which fields. Only the person themself, with a token IMDi issues for
+`person:<person_id>` (`chain token person:<person_id>`)."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel
+
+from services.kompetanse import store
+from shared import tokens
+from shared.http import Problem
+from shared.service import Runtime, current_runtime
+
+router = APIRouter()
+RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
+PersonIdPath = Annotated[str, Path(pattern=r"^p-[0-9a-f]{16,64}$", description="Pseudonymous person id")]
+GRENSE = 500
+
+
+class Tilgang(BaseModel):
+    tid: datetime
+    konsument_org: str
+    formal: str
+    felt: list[str]
+    utfall: str
+
+
+class Innsyn(BaseModel):
+    person_id: str
+    tilgangar: list[Tilgang]
+    avkorta: bool
+
+
+def personen(request: Request, rt: RuntimeDep, person_id: PersonIdPath) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    subject = tokens.verify(rt.settings.token_secret, token) if scheme.lower() == "bearer" else None
+    if subject is None:
+        raise Problem(401, "A valid bearer token is required")
+    if subject != f"person:{person_id}":
+        raise Problem(403, "Only the person themself may see who read their data")
+    return person_id
+
+
+@router.get("/innsyn/{person_id}", response_model=Innsyn, tags=["innsyn"])
+async def innsyn(rt: RuntimeDep, person_id: Annotated[str, Depends(personen)]) -> Innsyn:
+    """Every recorded access to this person's competence data, newest first (at most 500)."""
+    async with rt.pool.acquire() as conn:
+        rows = await store.tilgangar(conn, person_id, GRENSE + 1)
+    return Innsyn(person_id=person_id, tilgangar=[Tilgang(**r) for r in rows[:GRENSE]], avkorta=len(rows) > GRENSE)
