@@ -24,7 +24,7 @@ in 6,515 families (3.1 per family) and 12,894 other adults; 36,082 decided place
 settlement; arrivals peak in spring and autumn, dip in July and surge from week 36.
 Assumptions not in the sources are marked ASSUMPTION below.
 
-Writes bench/results/allocation.json and allocation.md.
+Writes bench/results/allocation.json and allocation.md (`--quick`: allocation-quick.*).
 """
 
 from __future__ import annotations
@@ -718,8 +718,10 @@ def main(seed: int, quick: bool, skala: float | None) -> dict:
         result["aar"] = aar(rng, lag_verd(random.Random(seed), skala), skala, tidsgrense, progress)
     result["sekund_totalt"] = time.perf_counter() - started
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "allocation.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (RESULTS / "allocation.md").write_text(markdown(result))
+    # A quick (CI-size) run never replaces the figures of a full run.
+    name = "allocation-quick" if quick else "allocation"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(result))
     skriv_tabell(console, result)
     return result
 
