@@ -19,10 +19,10 @@ from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 
-from shared import topology
+from shared import tokens, topology
 from shared.config import Settings, settings
 from shared.db import open_database
-from shared.http import install_problem_handlers, problem_response
+from shared.http import Problem, install_problem_handlers, problem_response
 from shared.log import configure, get_logger
 from shared.outbox import outbox_backlog
 from shared.river import Handler, River
@@ -170,6 +170,17 @@ async def _queue_has_consumers(rt: Runtime) -> bool:
 
 def current_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
+
+
+def caller(request: Request) -> str:
+    """Who calls: the verified subject of the request's bearer token (shared/tokens.py),
+    e.g. `imdi:ola` or `kommune:0301`; 401 problem+json without a valid one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    secret = current_runtime(request).settings.token_secret
+    subject = tokens.verify(secret, token) if scheme.lower() == "bearer" else None
+    if subject is None:
+        raise Problem(401, "A valid bearer token is required")
+    return subject
 
 
 def serve(app: FastAPI, name: str, default_port: int) -> None:

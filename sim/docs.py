@@ -37,21 +37,28 @@ def _http_schemas() -> dict[str, str]:
     return {f"http/{name}": json.dumps(m.model_json_schema(), indent=2, ensure_ascii=False) + "\n" for name, m in models.items()}
 
 
-def _intake(channels: dict, operations: dict, name: str, key: str) -> None:
-    """A mottak event's first leg: the mottak system's own user publishes it on `mottak.inn`;
-    kartlegging's intake queue validates it and publishes it on the chain's exchange."""
-    channels[f"intake.{name}"] = {
+def _channel(name: str, key: str, exchange: str, description: str) -> dict:
+    """An AsyncAPI channel: one routing key on one topic exchange, carrying one message."""
+    return {
         "address": name,
-        "description": f"Routing key `{name}` on the intake exchange `{MOTTAK_INN}` (mottak systems' own users may publish only here).",
+        "description": description,
         "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         "bindings": {
             "amqp": {
                 "is": "routingKey",
-                "exchange": {"name": MOTTAK_INN, "type": "topic", "durable": True, "autoDelete": False, "vhost": "/"},
+                "exchange": {"name": exchange, "type": "topic", "durable": True, "autoDelete": False, "vhost": "/"},
                 "bindingVersion": "0.3.0",
             }
         },
     }
+
+
+def _intake(channels: dict, operations: dict, name: str, key: str) -> None:
+    """A mottak event's first leg: the mottak system's own user publishes it on `mottak.inn`;
+    kartlegging's intake queue validates it and publishes it on the chain's exchange."""
+    channels[f"intake.{name}"] = _channel(
+        name, key, MOTTAK_INN, f"Routing key `{name}` on the intake exchange `{MOTTAK_INN}` (mottak systems' own users may publish only here)."
+    )
     ref = {"$ref": f"#/channels/intake.{name}"}
     operations[f"mottak.send.{name}"] = {
         "action": "send",
@@ -145,18 +152,7 @@ def asyncapi() -> dict:
             },
             "bindings": {"amqp": {"messageType": et.name, "bindingVersion": "0.3.0"}},
         }
-        channels[et.name] = {
-            "address": et.name,
-            "description": f"Routing key `{et.name}` on the topic exchange `{EVENTS}`.",
-            "messages": {key: {"$ref": f"#/components/messages/{key}"}},
-            "bindings": {
-                "amqp": {
-                    "is": "routingKey",
-                    "exchange": {"name": EVENTS, "type": "topic", "durable": True, "autoDelete": False, "vhost": "/"},
-                    "bindingVersion": "0.3.0",
-                }
-            },
-        }
+        channels[et.name] = _channel(et.name, key, EVENTS, f"Routing key `{et.name}` on the topic exchange `{EVENTS}`.")
         channel_ref = {"$ref": f"#/channels/{et.name}"}
         sender = et.producer
         if et.producer == "mottak":  # mottak systems publish on the intake exchange only

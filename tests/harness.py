@@ -1,4 +1,5 @@
-"""One service's river, in-process, on its own queue (real broker and database).
+"""One service's river, in-process, on its own queue (real broker and database); and
+`in_process_service`, a service's HTTP API and handlers in-process on its own database.
 
 Events are published straight to the harness queue, so nothing else on the bus sees them
 and the allocator and relays are not running: what a test observes is the river and the
@@ -9,12 +10,15 @@ from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
+import httpx
+from fastapi import FastAPI
 from faststream.rabbit import RabbitBroker
 
 from shared.db import open_database
 from shared.envelope import CONTENT_TYPE, Envelope
+from shared.http import install_problem_handlers
 from shared.river import River
-from shared.service import subscribe
+from shared.service import Runtime, subscribe
 from shared.topology import ServiceQueue, declare_all
 from sim.environment import Environment
 
@@ -59,4 +63,25 @@ async def river_harness(env: Environment, service: str, handlers: dict, max_atte
             yield Harness(river, pool, await connection.channel(publisher_confirms=True))
     finally:
         await broker.stop()
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def in_process_service(cfg, service: str, database: str, handlers: dict, routers: list, *, headers=None, pool_size=10):
+    """A service's HTTP API and handlers in-process, on a database of its own (real
+    PostgreSQL); the broker is never started, so nothing is consumed and the test drives
+    handlers directly. Yields (runtime, http client)."""
+    pool = await open_database(cfg.database_url(database), ["shared", f"services.{service}"], pool_size=pool_size)
+    broker = RabbitBroker(cfg.amqp_url, logger=None)
+    river = River(service, ServiceQueue(service, ()), pool, broker, handlers)
+    rt = Runtime(service, cfg, pool, broker, river)
+    app = FastAPI(title=service)
+    install_problem_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    app.state.runtime = rt
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers) as http:
+            yield rt, http
+    finally:
         await pool.close()

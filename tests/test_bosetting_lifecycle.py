@@ -14,8 +14,6 @@ from datetime import date, timedelta
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
-from faststream.rabbit import RabbitBroker
 
 from services.bosetting import handlers, referansedata, store
 from services.bosetting.api import router
@@ -31,13 +29,11 @@ from shared.catalogue import (
     VedtakKorrigert,
     VedtakPerson,
 )
-from shared.db import open_database
-from shared.http import install_problem_handlers
 from shared.outbox import unit_of_work
 from shared.publish import envelope_for
-from shared.river import NotReady, Rejected, River
+from shared.river import NotReady, Rejected
 from shared.service import Runtime
-from shared.topology import ServiceQueue
+from tests.harness import in_process_service
 from tests.events import KARTLEGGING, UDI, fullfort, new_person_id, new_sak_id
 
 PROBLEM = "application/problem+json"
@@ -185,17 +181,8 @@ class Bosetting:
 @pytest.fixture(scope="module")
 async def service(env):
     cfg = env.settings().model_copy(update={"allocator": "milp", "frist_varsel_dagar": 30})
-    pool = await open_database(cfg.database_url("lifecycle_bosetting"), ["shared", "services.bosetting"])
-    broker = RabbitBroker(cfg.amqp_url, logger=None)  # never started: nothing is consumed here
-    river = River("bosetting", ServiceQueue("bosetting", ()), pool, broker, handlers.EVENT_HANDLERS)
-    rt = Runtime("bosetting", cfg, pool, broker, river)
-    app = FastAPI(title="bosetting")
-    install_problem_handlers(app)
-    app.include_router(router)
-    app.state.runtime = rt
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with in_process_service(cfg, "bosetting", "lifecycle_bosetting", handlers.EVENT_HANDLERS, [router]) as (rt, http):
         yield Bosetting(rt, http)
-    await pool.close()
 
 
 @pytest.fixture

@@ -9,21 +9,16 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
-from faststream.rabbit import RabbitBroker
 
 from services.kartlegging import handlers
 from services.kartlegging.api import router
 from services.kartlegging.skjema import FORENKLA_V1, ORDINAER_V1
 from shared import tokens
 from shared.catalogue import Sakstype
-from shared.db import open_database
-from shared.http import install_problem_handlers
 from shared.outbox import unit_of_work
 from shared.publish import envelope_for
-from shared.river import River
 from shared.service import Runtime
-from shared.topology import ServiceQueue
+from tests.harness import in_process_service
 from tests.events import UDI, new_sak_id, vedtak
 
 PROBLEM = "application/problem+json"
@@ -84,19 +79,12 @@ class Kartlegging:
 @pytest.fixture(scope="module")
 async def service(env):
     cfg = env.settings()
-    pool = await open_database(cfg.database_url("mapping_kartlegging"), ["shared", "services.kartlegging"])
-    broker = RabbitBroker(cfg.amqp_url, logger=None)  # never started: nothing is consumed here
-    river = River("kartlegging", ServiceQueue("kartlegging", ()), pool, broker, handlers.EVENT_HANDLERS)
-    rt = Runtime("kartlegging", cfg, pool, broker, river)
-    app = FastAPI(title="kartlegging")
-    install_problem_handlers(app)
-    app.include_router(router)
-    app.state.runtime = rt
     # The mottak's system maps by default; tests that need another party pass its token.
     mottak = {"Authorization": f"Bearer {tokens.issue(cfg.token_secret, 'mottak:mottak-01')}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=mottak) as http:
+    async with in_process_service(
+        cfg, "kartlegging", "mapping_kartlegging", handlers.EVENT_HANDLERS, [router], headers=mottak
+    ) as (rt, http):
         yield Kartlegging(rt, http)
-    await pool.close()
 
 
 @pytest.fixture

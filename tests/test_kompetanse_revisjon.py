@@ -14,17 +14,12 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
-from faststream.rabbit import RabbitBroker
 
 from services.kompetanse import handlers, innsyn, revisjon, store
 from services.kompetanse.api import router as api_router
 from shared import tokens
-from shared.db import open_database
-from shared.http import install_problem_handlers
-from shared.river import River
 from shared.service import Runtime
-from shared.topology import ServiceQueue
+from tests.harness import in_process_service
 from tests.events import new_person_id
 
 DB_PREFIX = "revisjon_"  # the CLI finds the database as <prefix>kompetanse
@@ -82,18 +77,10 @@ class Kompetanse:
 @pytest.fixture(scope="module")
 async def service(env):
     cfg = env.settings()
-    pool = await open_database(cfg.database_url(DB_PREFIX + "kompetanse"), ["shared", "services.kompetanse"], pool_size=20)
-    broker = RabbitBroker(cfg.amqp_url, logger=None)  # never started
-    river = River("kompetanse", ServiceQueue("kompetanse", ()), pool, broker, handlers.EVENT_HANDLERS)
-    rt = Runtime("kompetanse", cfg, pool, broker, river)
-    app = FastAPI(title="kompetanse")
-    install_problem_handlers(app)
-    app.include_router(api_router)
-    app.include_router(innsyn.router)
-    app.state.runtime = rt
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with in_process_service(
+        cfg, "kompetanse", DB_PREFIX + "kompetanse", handlers.EVENT_HANDLERS, [api_router, innsyn.router], pool_size=20
+    ) as (rt, http):
         yield Kompetanse(rt, http)
-    await pool.close()
 
 
 @pytest.fixture

@@ -768,7 +768,7 @@ def _bygg_forslag(p, S, F, rows, cols, lam, rem) -> list[Forslag]:
 
 
 def _utsett_grunn(p, S, F, h, lam, rem, algoritme) -> str:
-    hh, g, n = p.hushald[h], p.g[h], int(p.n[h])
+    g, n = p.g[h], int(p.n[h])
     gruppe = GRUPPER[g].value
     if not F[h].any():
         med_plass = (p.ledige[:, g] >= n) & (p.plassar[:, g] > 0)

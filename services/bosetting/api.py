@@ -9,16 +9,15 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.bosetting import handlers, store
 from services.bosetting.domain import DomainError, IkkjeKommunensSak, Sak, Status
 from services.bosetting.referansedata import Tilbod
-from shared import tokens
 from shared.catalogue import KapasitetRapportert, Kategori, Kommunenummer
 from shared.http import Problem
-from shared.service import Runtime, current_runtime
+from shared.service import Runtime, caller, current_runtime
 
 router = APIRouter()
 RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
@@ -31,14 +30,6 @@ SEKTORAR = Literal[
 
 
 # --- who calls --------------------------------------------------------------------------
-
-
-def caller(request: Request, rt: RuntimeDep) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    subject = tokens.verify(rt.settings.token_secret, token) if scheme.lower() == "bearer" else None
-    if subject is None:
-        raise Problem(401, "A valid bearer token is required")
-    return subject
 
 
 def sakshandsamar(subject: Annotated[str, Depends(caller)]) -> str:

@@ -10,7 +10,7 @@ never echoes a submitted value.
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from services.kartlegging import handlers, store
@@ -19,7 +19,7 @@ from services.kartlegging.skjema import FORENKLA_V1, ORDINAER_V1, Eldre, Innsend
 from shared import tokens
 from shared.catalogue import Kartleggingstype
 from shared.http import Problem
-from shared.service import Runtime, current_runtime
+from shared.service import Runtime, caller, current_runtime
 
 router = APIRouter()
 RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
@@ -129,40 +129,31 @@ def _fullforing(sak, person_id: str) -> Fullforing:
     )
 
 
-def _subject(request: Request, rt: Runtime) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    subject = tokens.verify(rt.settings.token_secret, token) if scheme.lower() == "bearer" else None
-    if subject is None:
-        raise Problem(401, "A valid bearer token is required")
-    return subject
+Caller = Annotated[str, Depends(caller)]
 
 
-def imdi(request: Request, rt: RuntimeDep) -> str:
-    subject = _subject(request, rt)
+def imdi(subject: Caller) -> str:
     if not subject.startswith("imdi:"):
         raise Problem(403, "Only an IMDi caseworker may do this")
     return subject
 
 
-def imdi_eller_personen(request: Request, rt: RuntimeDep, person_id: PersonIdPath) -> str:
-    subject = _subject(request, rt)
+def imdi_eller_personen(subject: Caller, person_id: PersonIdPath) -> str:
     if not (subject.startswith("imdi:") or subject == f"person:{person_id}"):
         raise Problem(403, "Only an IMDi caseworker or the person themself may read a mapping")
     return subject
 
 
-def kartleggar(request: Request, rt: RuntimeDep) -> str:
+def kartleggar(subject: Caller) -> str:
     """Who may map: a mottak system or the vertskommune (§ 6), the settlement kommune
     (§ 10), or IMDi (resettlement refugees are mapped abroad by IMDi)."""
-    subject = _subject(request, rt)
     if not subject.startswith(("mottak:", "kommune:", "imdi:")):
         raise Problem(403, "Only a mottak, a kommune or IMDi may submit mappings")
     return subject
 
 
-def rettleiar(request: Request, rt: RuntimeDep) -> str:
+def rettleiar(subject: Caller) -> str:
     """The career-guidance note (§ 11) comes from the county (fylke)."""
-    subject = _subject(request, rt)
     if not subject.startswith(("fylke:", "imdi:")):
         raise Problem(403, "Only a county (fylke) may add the career-guidance note")
     return subject
@@ -171,8 +162,8 @@ def rettleiar(request: Request, rt: RuntimeDep) -> str:
 Kartleggar = Annotated[str, Depends(kartleggar)]
 
 
-def personen(request: Request, rt: RuntimeDep, person_id: PersonIdPath) -> str:
-    if _subject(request, rt) != f"person:{person_id}":
+def personen(subject: Caller, person_id: PersonIdPath) -> str:
+    if subject != f"person:{person_id}":
         raise Problem(403, "Only the person themself may self-register")
     return person_id
 

@@ -13,27 +13,22 @@ exactly the catalogue's, so both ways share one contract.
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import tokens
 from shared.catalogue import CATALOGUE, EventData
 from shared.http import Problem
 from shared.envelope import Envelope
 from shared.outbox import UnitOfWork, unit_of_work
 from shared.river import Rejected
-from shared.service import Runtime, current_runtime
+from shared.service import Runtime, caller, current_runtime
 
 router = APIRouter()
 RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
 MOTTAK_EVENTS = {et.name: et for et in CATALOGUE.values() if et.producer == "mottak"}
 
 
-def mottak(mottak_id: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,40}$")], request: Request, rt: RuntimeDep) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    subject = tokens.verify(rt.settings.token_secret, token) if scheme.lower() == "bearer" else None
-    if subject is None:
-        raise Problem(401, "A valid bearer token is required")
+def mottak(mottak_id: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,40}$")], subject: Annotated[str, Depends(caller)]) -> str:
     if subject != f"mottak:{mottak_id}":
         raise Problem(403, "Only the mottak itself may report for it")
     return mottak_id

@@ -5,13 +5,12 @@ purpose and which fields. Only the person themself, with a token IMDi issues for
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 
 from services.kompetanse import store
-from shared import tokens
 from shared.http import Problem
-from shared.service import Runtime, current_runtime
+from shared.service import Runtime, caller, current_runtime
 
 router = APIRouter()
 RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
@@ -33,11 +32,7 @@ class Innsyn(BaseModel):
     avkorta: bool
 
 
-def personen(request: Request, rt: RuntimeDep, person_id: PersonIdPath) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    subject = tokens.verify(rt.settings.token_secret, token) if scheme.lower() == "bearer" else None
-    if subject is None:
-        raise Problem(401, "A valid bearer token is required")
+def personen(person_id: PersonIdPath, subject: Annotated[str, Depends(caller)]) -> str:
     if subject != f"person:{person_id}":
         raise Problem(403, "Only the person themself may see who read their data")
     return person_id
