@@ -9,6 +9,7 @@ from uuid import uuid4
 import pytest
 
 from services.bosetting.domain import (
+    IkkjeKommunensSak,
     FINAL,
     HELD,
     DomainError,
@@ -464,6 +465,12 @@ def test_korriger_while_fordelt_cancels_the_allocation_without_marking_a_refusal
     assert s.plass() is None
     assert s.reg_nummer == "REG-ABC999"
     assert s.tal_personar == 4
+    # a late answer from that kommune: "cancelled" (it knew the sak); others learn nothing
+    with pytest.raises(UgyldigOvergang) as cancelled:
+        s.avtal("0301", DAG)
+    assert not isinstance(cancelled.value, IkkjeKommunensSak)
+    with pytest.raises(IkkjeKommunensSak):
+        s.avtal("1103", DAG)
     s.fordel("0301")  # the same kommune may be proposed again
     assert s.status == Status.fordelt
 

@@ -537,8 +537,11 @@ async def test_correction_while_fordelt_cancels_the_allocation(b):
     assert await b.outbox(sak_id, "bosetting.fordeling_oppheva") == [
         ("bosetting.fordeling_oppheva", {"kommunenummer": "4601", "grunn": "the household was corrected by UDI"})
     ]
-    # the kommune can no longer answer it; the same kommune may be proposed again
-    assert_problem(await b.aksepter("4601", sak_id), 404)  # not (or no longer) this kommune's
+    # the kommune can no longer answer it: it is told the allocation was cancelled (409; it
+    # knew the sak), any other kommune gets 404; the same kommune may be proposed again
+    body = assert_problem(await b.aksepter("4601", sak_id), 409)
+    assert body["detail"] == "the allocation to this kommune was cancelled"
+    assert_problem(await b.aksepter("0301", sak_id), 404)
     assert await b.fordel() == 1
     forslag = await b.forslag(sak_id)
     assert (forslag["kommunenummer"], forslag["personar"]) == ("4601", 4)

@@ -134,6 +134,9 @@ class Sak:
     frist: date | None = None
     frist_naermar_sendt: bool = False
     frist_overskriden_sendt: bool = False
+    # Kommunar whose pending allocation was cancelled (korrigert): they knew the sak, so
+    # their late answers get "cancelled" (409), not "no such sak" (404).
+    oppheva_hos: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.frist is None:
@@ -221,6 +224,7 @@ class Sak:
         if self.status != Status.fordelt:
             return []
         kommune, self.kommunenummer, self.status = self.kommunenummer, None, Status.fordelingsklar
+        self.oppheva_hos.append(kommune)
         return [FordelingOppheva(kommunenummer=kommune, grunn="the household was corrected by UDI")]
 
     # --- commands ---------------------------------------------------------------------
@@ -339,5 +343,8 @@ class Sak:
             raise UgyldigOvergang(f"cannot {kommando} a sak in status {self.status}")
 
     def _krev_kommune(self, kommunenummer: str) -> None:
-        if self.kommunenummer != kommunenummer:
-            raise IkkjeKommunensSak("sak is not allocated to this kommune")
+        if self.kommunenummer == kommunenummer:
+            return
+        if kommunenummer in self.oppheva_hos:
+            raise UgyldigOvergang("the allocation to this kommune was cancelled")
+        raise IkkjeKommunensSak("sak is not allocated to this kommune")

@@ -14,7 +14,7 @@ from shared.catalogue import Kategori
 _SAK_COLUMNS = (
     "sak_id, reg_nummer, kategori, sakstype, vedtaksdato, personar, status, kommunenummer,"
     " busetjingsdato, avslatt_av, mottak_id, privatbuande, bustadkommune, correlationid,"
-    " frist, frist_naermar_sendt, frist_overskriden_sendt"
+    " frist, frist_naermar_sendt, frist_overskriden_sendt, oppheva_hos"
 )
 Plass = tuple[str, Kategori, int] | None
 
@@ -38,6 +38,7 @@ def _sak(row: asyncpg.Record) -> Sak:
         frist=row["frist"],
         frist_naermar_sendt=row["frist_naermar_sendt"],
         frist_overskriden_sendt=row["frist_overskriden_sendt"],
+        oppheva_hos=list(row["oppheva_hos"]),
     )
 
 
@@ -60,6 +61,7 @@ def _values(sak: Sak) -> tuple:
         sak.frist,
         sak.frist_naermar_sendt,
         sak.frist_overskriden_sendt,
+        sak.oppheva_hos,
     )
 
 
@@ -68,7 +70,7 @@ def _values(sak: Sak) -> tuple:
 
 async def add_sak(conn: asyncpg.Connection, sak: Sak) -> bool:
     """Insert a new sak; False if the sak id exists already."""
-    placeholders = ",".join(f"${i}" for i in range(1, 18))
+    placeholders = ",".join(f"${i}" for i in range(1, 19))
     inserted = await conn.fetchval(
         f"INSERT INTO sak ({_SAK_COLUMNS}) VALUES ({placeholders}) ON CONFLICT (sak_id) DO NOTHING RETURNING true",
         *_values(sak),
@@ -87,7 +89,7 @@ async def save_sak(conn: asyncpg.Connection, sak: Sak) -> None:
         "UPDATE sak SET reg_nummer = $2, kategori = $3, sakstype = $4, vedtaksdato = $5, personar = $6, status = $7,"
         " kommunenummer = $8, busetjingsdato = $9, avslatt_av = $10, mottak_id = $11, privatbuande = $12,"
         " bustadkommune = $13, correlationid = coalesce($14, correlationid), frist = $15, frist_naermar_sendt = $16,"
-        " frist_overskriden_sendt = $17, endra_at = now(),"
+        " frist_overskriden_sendt = $17, oppheva_hos = $18, endra_at = now(),"
         " bosatt_at = CASE WHEN $7 = 'bosatt' THEN coalesce(bosatt_at, now()) END"
         " WHERE sak_id = $1",
         *_values(sak),

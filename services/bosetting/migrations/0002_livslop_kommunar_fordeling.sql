@@ -3,7 +3,8 @@ ALTER TABLE sak
     ADD COLUMN privatbuande             boolean NOT NULL DEFAULT false,
     ADD COLUMN frist                    date,
     ADD COLUMN frist_naermar_sendt      boolean NOT NULL DEFAULT false,
-    ADD COLUMN frist_overskriden_sendt  boolean NOT NULL DEFAULT false;
+    ADD COLUMN frist_overskriden_sendt  boolean NOT NULL DEFAULT false,
+    ADD COLUMN oppheva_hos              text[] NOT NULL DEFAULT '{}';  -- kommunar whose pending allocation was cancelled
 UPDATE sak SET frist = vedtaksdato + interval '6 months' WHERE frist IS NULL;
 ALTER TABLE sak ALTER COLUMN frist SET NOT NULL;
 -- The deadline watch scans open cases whose next deadline event may be due.
