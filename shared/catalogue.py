@@ -271,6 +271,18 @@ class KartleggingKorrigert(Kompetanse):
     grunn: str = Field(min_length=1, max_length=500)
 
 
+@event("kartlegging.karriererettleiing", 1, producer="kartlegging")
+class Karriererettleiing(EventData):
+    """The county's career-guidance note (integreringslova § 11) for a mapped person. The
+    one event with free text about a person: internal to the chain (kompetanse serves it to
+    the consumers whose policy includes it), never offered to partners as it is."""
+
+    person_id: PersonId
+    fylkesnummer: str = Field(pattern=r"^[0-9]{2}$", description="The county that gave the guidance")
+    dato: date
+    notat: str = Field(min_length=1, max_length=4000)
+
+
 # --- bosetting -------------------------------------------------------------------------
 
 
@@ -366,3 +378,19 @@ class KapasitetRapportert(EventData):
     tek_imot: bool | None = Field(default=None, description="False: cannot take new allocations now")
     ar: int | None = Field(default=None, ge=2000, le=2100, description="Year of the decided places")
     vedtaksplassar: dict[Kategori, Annotated[int, Field(ge=0, le=100_000)]] | None = Field(default=None, description="Decided places per group, in persons")
+
+
+# --- kompetanse ------------------------------------------------------------------------
+
+
+@event("kompetanse.endra", 1, producer="kompetanse")
+class KompetanseEndra(EventData):
+    """Notification to one authorised consumer (notify, then pull): the competence data it
+    may see for this person changed, or the person became visible to it. Only the
+    pseudonymous id and the names of the changed fields; the consumer fetches the data
+    through the kompetanse API, which audits the read. Subject: the person id. Routed by
+    the AMQP headers `policy`, `kommunenummer` and `fylkesnummer` to per-consumer queues."""
+
+    person_id: PersonId
+    policy: str = Field(pattern=r"^[a-z_]{1,30}$", description="The consumer policy this notification is for")
+    endra: list[str] = Field(min_length=1, max_length=30, description="Fields that changed (names only)")

@@ -25,8 +25,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # HTTP bind address (0.0.0.0 in containers); each service's port is CHAIN_<SERVICE>_PORT.
     http_host: str = "127.0.0.1"
-    # Development bearer token for the kompetanse API (replaced by Maskinporten JWTs later).
-    kompetanse_token: str = "dev-token"
+    # Kompetanse API access: Maskinporten-style JWTs (shared/maskinporten.py). Trusted
+    # issuers and where their public keys are (a JWKS URL, or a file for development):
+    # {"https://maskinporten.no/": "https://maskinporten.no/jwk"}. Empty: every token is refused.
+    maskinporten_utferdarar: dict[str, str] = Field(default_factory=dict)
+    # Where `chain maskinporten nokkel` keeps a development signing key (private.pem,
+    # jwks.json); the demo and the tests trust it as the issuer DEV_UTFERDAR.
+    maskinporten_dev_katalog: str = "var/maskinporten"
+    # The `aud` a token must carry for the kompetanse API.
+    kompetanse_audience: str = "https://kompetanse.chain.local"
+    # Who may see what: consumers and their policies (unset: the file shipped with kompetanse).
+    kompetanse_policy: str | None = None
+    # Fødselsnummer are encrypted at rest and looked up by a keyed hash; both keys derive
+    # from this one (base64, 32 bytes). The default is for development only.
+    kompetanse_fnr_key: str = "ZGV2LWtleS1kby1ub3QtdXNlLWluLXByb2R1Y3Rpb24="
     # Signs the HTTP access tokens of caseworkers and kommunar (shared/tokens.py). The
     # default is for development only; production sets a long random secret.
     token_secret: str = "dev-secret-change-me"

@@ -15,8 +15,9 @@ CONTENT_TYPE = "application/cloudevents+json"
 MAX_MESSAGE_BYTES = 256 * 1024
 
 Subject = Field(
-    pattern=r"^(sak-[0-9a-z-]{6,60}|kommune-[0-9]{4})$",
-    description="What the event is about: a case (`sak-...`, one per household) or a kommune (`kommune-<kommunenummer>`)",
+    pattern=r"^(sak-[0-9a-z-]{6,60}|kommune-[0-9]{4}|p-[0-9a-f]{16,64})$",
+    description="What the event is about: a case (`sak-...`, one per household), a kommune"
+    " (`kommune-<kommunenummer>`) or, for kompetanse's notifications, a pseudonymous person (`p-...`)",
 )
 
 

@@ -9,6 +9,7 @@ active at a time (a PostgreSQL advisory lock), so per-case order is kept with re
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
@@ -42,7 +43,8 @@ class UnitOfWork:
         self.correlationid = correlationid or (cause.correlationid if cause else uuid4())
         self.emitted: list[Envelope] = []
 
-    async def emit(self, data: EventData, subject: str) -> Envelope:
+    async def emit(self, data: EventData, subject: str, headers: dict[str, str] | None = None) -> Envelope:
+        """Emit `data` about `subject`; `headers` go on the AMQP message, for headers-exchange routing."""
         et = event_type_of(data)
         # The upsert locks the case's counter row until commit, so a case's events get
         # their sequence numbers (and outbox positions) in commit order.
@@ -58,12 +60,13 @@ class UnitOfWork:
             sequence=sequence,
         )
         await self.conn.execute(
-            "INSERT INTO outbox (event_id, type, subject, sequence, body) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO outbox (event_id, type, subject, sequence, body, headers) VALUES ($1, $2, $3, $4, $5, $6)",
             envelope.id,
             et.name,
             subject,
             sequence,
             envelope.model_dump_json(),
+            json.dumps(headers) if headers else None,
         )
         self.emitted.append(envelope)
         return envelope
@@ -125,7 +128,7 @@ class Relay:
 
     async def publish_batch(self, conn: asyncpg.Connection, exchange) -> int:
         rows = await conn.fetch(
-            "SELECT position, type, event_id, body FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1",
+            "SELECT position, type, event_id, body, headers FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1",
             self.batch,
         )
         if not rows:
@@ -154,6 +157,7 @@ class Relay:
             content_type=CONTENT_TYPE,
             message_id=str(row["event_id"]),
             type=row["type"],
+            headers=json.loads(row["headers"]) if row["headers"] else None,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         await asyncio.wait_for(exchange.publish(message, routing_key=row["type"]), self.publish_timeout)

@@ -2,7 +2,10 @@
 
 import typer
 
+from sim.maskinporten_cli import app as maskinporten_app
+
 app = typer.Typer(help="Operate the asylum-to-settlement chain.", no_args_is_help=True)
+app.add_typer(maskinporten_app, name="maskinporten")
 
 
 @app.callback()

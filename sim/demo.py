@@ -25,6 +25,7 @@ from sim.processes import ProcessGroup
 from sim.workload import households
 
 console = Console()
+NAV = "0192:889640782"  # NAV's consumer registration in services/kompetanse/policy.toml
 
 
 def kommunar() -> list[tuple[str, int, bool]]:
@@ -84,7 +85,6 @@ async def _show_progress(sim: Simulator, timeout: float) -> None:
 
 
 async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
-    cfg = env.settings()
     async with httpx.AsyncClient(timeout=10) as http:
         # Settled is settled, but kompetanse and the relays may still be catching up.
         with console.status("waiting for queues and outboxes to drain"):
@@ -93,8 +93,8 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
         stats = (await http.get(env.url("bosetting") + "/statistikk", headers=imdi)).json()
         rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
         dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
-        kompetanse = (await http.get(env.url("kompetanse") + "/statistikk",
-                                     headers={"Authorization": f"Bearer {cfg.kompetanse_token}"})).json()
+        nav = env.maskinporten_token(NAV, "imdi:kompetanse/nav")
+        kompetanse = (await http.get(env.url("kompetanse") + "/statistikk", headers={"Authorization": f"Bearer {nav}"})).json()
 
     table = Table(title="Cases per status (bosetting)")
     table.add_column("status")
@@ -122,7 +122,10 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     if fullstendig.get("snitt") is not None:
         missing = ", ".join(list(fullstendig.get("manglande_felt", {}))[:3]) or "none"
         summary.add_row("mapping completeness", f"mean {fullstendig['snitt']:.0%}, {fullstendig['fullstendige']} complete; most missing: {missing}")
-    summary.add_row("competence profiles (kompetanse)", f"{kompetanse['med_kompetanse']} mapped, {kompetanse['bosatte']} settled")
+    summary.add_row(
+        "competence statistics (kompetanse)",
+        f"{kompetanse['grupper']} groups by county, category and month; {kompetanse['prikka_celler']} cells suppressed (< {kompetanse['terskel']} persons)",
+    )
     summary.add_row("wall time", f"{elapsed:.1f}s ({persons / elapsed:.0f} persons/s)")
     if lat:
         summary.add_row("vedtak -> bosatt, wall clock", f"median {statistics.median(lat):.2f}s, p95 {lat[int(0.95 * (len(lat) - 1))]:.2f}s")

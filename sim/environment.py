@@ -2,15 +2,17 @@
 names, so a run never touches another run's (or production's) queues and data."""
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
 
-from shared import tokens
+from shared import maskinporten, tokens
 from shared.config import Settings
 
 SERVICES = ("kartlegging", "bosetting", "kompetanse")
@@ -42,7 +44,22 @@ class Environment:
         )
         for i, service in enumerate(SERVICES):
             env[f"CHAIN_{service.upper()}_PORT"] = str(self.base_port + i)
+        # The development Maskinporten key (made once, kept in var/): the kompetanse API trusts it.
+        env["CHAIN_MASKINPORTEN_UTFERDARAR"] = json.dumps({maskinporten.DEV_UTFERDAR: str(self.jwks())})
         return env
+
+    def jwks(self) -> Path:
+        katalog = Path(self.settings().maskinporten_dev_katalog).resolve()
+        maskinporten.lag_nokkel(katalog)  # no-op when the key exists
+        return katalog / "jwks.json"
+
+    def maskinporten_token(self, org: str, scope: str, klient_id: str = "chain-sim", **extra) -> str:
+        """A development Maskinporten token for a kompetanse consumer (`org` as 0192:<orgnr>)."""
+        self.jwks()
+        cfg = self.settings()
+        return maskinporten.lag_token(
+            Path(cfg.maskinporten_dev_katalog), scope=scope, org=org, klient_id=klient_id, audience=cfg.kompetanse_audience, extra=extra or None
+        )
 
     def token(self, subject: str) -> str:
         """A bearer token for a caseworker (`imdi:<id>`) or a kommune (`kommune:<knr>`)."""

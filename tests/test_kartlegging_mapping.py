@@ -298,7 +298,7 @@ async def test_a_correction_must_be_complete_and_valid(k):
 # --- career guidance (§ 11) ---------------------------------------------------------------
 
 
-async def test_career_guidance_follows_a_completed_mapping_and_stays_here(k):
+async def test_career_guidance_follows_a_completed_mapping_and_goes_to_kompetanse_only(k):
     sak_id, (a, _) = await k.ny_sak()
     note = {"fylkesnummer": "46", "dato": "2024-05-02", "notat": "wants to work as a nurse again"}
     fylke = k.token("fylke:46")
@@ -308,7 +308,10 @@ async def test_career_guidance_follows_a_completed_mapping_and_stays_here(k):
     r = await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note, headers=fylke)
     assert r.status_code == 201, r.text
     assert await k.pool.fetchval("SELECT notat FROM karriererettleiing WHERE person_id = $1", a) == note["notat"]
-    assert "nurse" not in await k.pool.fetchval("SELECT string_agg(body, ' ') FROM outbox")
+    # sent to kompetanse in its own event, and in no other
+    with_note = await k.pool.fetch("SELECT type, body FROM outbox WHERE body LIKE '%nurse%'")
+    assert [r["type"] for r in with_note] == ["kartlegging.karriererettleiing"]
+    assert json.loads(with_note[0]["body"])["data"] == {"person_id": a, "fylkesnummer": "46", "dato": "2024-05-02", "notat": note["notat"]}
     body = assert_problem(
         await k.http.post(url(sak_id, a, "/karriererettleiing"), json=note | {"dato": "2024-13-45"}, headers=fylke), 422
     )

@@ -17,13 +17,26 @@ import pytest
 
 from services.kompetanse import handlers, innsyn, revisjon, store
 from services.kompetanse.api import router as api_router
+from services.kompetanse.policy import Konsument, Policy, Tilgang
 from shared import tokens
+from shared.maskinporten import Klient
 from shared.service import Runtime
 from tests.harness import in_process_service
 from tests.events import new_person_id
 
+NAV = "0192:889640782"
+FORMAL = ("oppfolging", "tilsyn", "kvalifisering", "rettleiing", *(f"formal {i}" for i in range(50)))
 DB_PREFIX = "revisjon_"  # the CLI finds the database as <prefix>kompetanse
 CHAIN = Path(sys.executable).with_name("chain")
+
+
+def tilgang(org: str, klient: str) -> Tilgang:
+    """A consumer under a test policy that permits this module's purposes (the policies
+    themselves are tested in test_kompetanse_tilgang.py)."""
+    policy = Policy(
+        namn="test", beskriving="test", scope="test", heimel="test", utval="alle", felt=("kartleggingstype", "utdanning"), formal=FORMAL
+    )
+    return Tilgang(Klient(org, klient, frozenset({"test"}), "test", None), Konsument(org=org, namn="test", policy="test"), policy)
 
 
 class Kompetanse:
@@ -43,8 +56,8 @@ class Kompetanse:
         )
         return person_id
 
-    async def les(self, person_id: str, formal: str = "oppfolging", **kw):
-        return await handlers.les_profil(self.rt, "dev", person_id, formal, uuid4(), **kw)
+    async def les(self, person_id: str, formal: str = "oppfolging", *, konsument_org: str = NAV, klient: str = "dev"):
+        return await handlers.les_profil(self.rt, tilgang(konsument_org, klient), person_id, formal, uuid4())
 
     async def rader(self) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn:
@@ -86,7 +99,7 @@ async def service(env):
 @pytest.fixture
 async def k(service) -> Kompetanse:
     """An empty log (reset as a superuser would) and no profiles."""
-    await service.superuser("TRUNCATE revisjonslogg, profil")
+    await service.superuser("TRUNCATE revisjonslogg, profil, identitet")
     await service.pool.execute("UPDATE revisjonslogg_hode SET seq = 0, hash = $1", revisjon.GENESIS)
     return service
 
@@ -138,11 +151,10 @@ def test_verify_pure():
 
 async def test_reads_are_chained_and_verify(k):
     person = await k.profil()
-    assert (await k.les(person)).person_id == person
+    assert (await k.les(person))["person_id"] == person
     assert await k.les(new_person_id(), "tilsyn") is None  # not found: logged too
-    assert await k.les(person, konsument_org="974760673", klient="nav-oppfolging") is not None
-    r = await k.http.get(f"/personar/{person}/kompetanse", params={"formal": "via http"}, headers=_bearer("dev-token"))
-    assert r.status_code == 200, r.text
+    assert await k.les(person, konsument_org="0192:974760673", klient="nav-oppfolging") is not None
+    assert await k.les(person, "rettleiing") is not None
 
     rows = await k.rader()
     assert [r["seq"] for r in rows] == [1, 2, 3, 4]
@@ -150,9 +162,9 @@ async def test_reads_are_chained_and_verify(k):
     assert all(b["prev_hash"] == a["hash"] for a, b in zip(rows, rows[1:], strict=False))
     assert [r["utfall"] for r in rows] == ["served", "not_found", "served", "served"]
     assert rows[0]["felt"] and rows[1]["felt"] == []
-    assert (rows[0]["konsument_org"], rows[0]["klient"]) == ("dev", "dev")
-    assert (rows[2]["konsument_org"], rows[2]["klient"]) == ("974760673", "nav-oppfolging")
-    assert rows[3]["formal"] == "via http"
+    assert (rows[0]["konsument_org"], rows[0]["klient"]) == (NAV, "dev")
+    assert (rows[2]["konsument_org"], rows[2]["klient"]) == ("0192:974760673", "nav-oppfolging")
+    assert rows[3]["formal"] == "rettleiing"
     assert all(a["tid"] <= b["tid"] for a, b in zip(rows, rows[1:], strict=False))
     assert await k.hode() == (4, rows[-1]["hash"])
     assert await k.verify() is None
@@ -247,12 +259,12 @@ async def test_innsyn_shows_the_persons_own_reads_only(k):
     meg, andre = await k.profil(), await k.profil()
     await k.les(meg, "oppfolging")
     await k.les(andre, "tilsyn")
-    await k.les(meg, "kvalifisering", konsument_org="974760673")
+    await k.les(meg, "kvalifisering", konsument_org="0192:974760673")
     r = await k.http.get(f"/innsyn/{meg}", headers=_person(k, meg))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["person_id"] == meg and body["avkorta"] is False
-    assert [(t["konsument_org"], t["formal"]) for t in body["tilgangar"]] == [("974760673", "kvalifisering"), ("dev", "oppfolging")]
+    assert [(t["konsument_org"], t["formal"]) for t in body["tilgangar"]] == [("0192:974760673", "kvalifisering"), (NAV, "oppfolging")]
     assert all(t["felt"] and t["utfall"] == "served" and t["tid"] for t in body["tilgangar"])
     assert set(body["tilgangar"][0]) == {"tid", "konsument_org", "formal", "felt", "utfall"}  # no client, no request id
 
@@ -265,7 +277,7 @@ async def test_innsyn_refuses_other_tokens(k):
     await k.les(meg)
     url = f"/innsyn/{meg}"
     assert (await k.http.get(url)).status_code == 401
-    assert (await k.http.get(url, headers=_bearer("dev-token"))).status_code == 401  # the consumer's static token
+    assert (await k.http.get(url, headers=_bearer("dev-token"))).status_code == 401  # not a signed token
     assert (await k.http.get(url, headers=_bearer(f"person:{meg}.forged"))).status_code == 401
     assert (await k.http.get(url, headers=_bearer(tokens.issue("another secret", f"person:{meg}")))).status_code == 401
     for subject in (f"person:{new_person_id()}", "imdi:sakshandsamar", "kommune:0301"):

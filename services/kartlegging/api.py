@@ -245,7 +245,8 @@ async def karriererettleiing(
     rt: RuntimeDep, _: Annotated[str, Depends(rettleiar)], sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody
 ) -> dict:
     """The county's career-guidance note (integreringslova § 11), after the mapping is
-    complete. It stays in kartlegging (free text about a person never goes on the bus)."""
+    complete. Kept in kartlegging and sent, keyed by pseudonym, to kompetanse only
+    (`kartlegging.karriererettleiing`), which serves it to the consumers whose policy has it."""
     note = _valider(KARRIERE, body)
     try:
         dato = date.fromisoformat(note.dato)

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from services.kartlegging import store
 from services.kartlegging.domain import Kartleggingssak
-from shared.catalogue import VedtakFattet
+from shared.catalogue import Karriererettleiing, VedtakFattet
 from shared.envelope import Envelope
 from shared.outbox import UnitOfWork, unit_of_work
 from shared.river import Rejected
@@ -73,7 +73,8 @@ class IkkjeFullfort(LookupError):
 
 
 async def karriererettleiing(rt: Runtime, sak_id: str, person_id: str, dato, fylkesnummer: str, notat: str) -> None:
-    """The county's career guidance (§ 11) builds on a completed mapping; it stays here."""
+    """The county's career guidance (§ 11) builds on a completed mapping. Kept here, and
+    sent to kompetanse, which serves it to the consumers whose policy includes it."""
     async with unit_of_work(rt.pool, rt.source) as uow:
         row = await store.person(uow.conn, sak_id, person_id)
         if row is None:
@@ -81,3 +82,4 @@ async def karriererettleiing(rt: Runtime, sak_id: str, person_id: str, dato, fyl
         if row["innhald"] is None:
             raise IkkjeFullfort(person_id)
         await store.save_karriererettleiing(uow.conn, sak_id, person_id, dato, fylkesnummer, notat)
+        await uow.emit(Karriererettleiing(person_id=person_id, fylkesnummer=fylkesnummer, dato=dato, notat=notat), sak_id)

@@ -1,69 +1,173 @@
-"""Kompetanse's handlers: mapping and settlement events update the profiles; reads are audited."""
+"""Kompetanse's handlers: vedtak, mapping and settlement events update the profiles and
+notify the consumers who may see the change; reads and identity registrations are
+commands from the API, each one transaction with its audit entry."""
 
+from functools import lru_cache
 from uuid import UUID
 
-from services.kompetanse import store
-from services.kompetanse.domain import FELT, Profil
-from shared.catalogue import Bosatt, Fordelt, Kompetanse
+import asyncpg
+
+from services.kompetanse import identitet, store
+from services.kompetanse.domain import Profil, varsel
+from services.kompetanse.policy import Avslag, Policyar, Tilgang, last
+from shared.catalogue import (
+    Bosatt,
+    Fordelt,
+    Karriererettleiing,
+    Kompetanse,
+    KompetanseEndra,
+    SaerlegeBehovFlagga,
+    VedtakFattet,
+)
+from shared.config import settings
 from shared.envelope import Envelope
 from shared.outbox import UnitOfWork
 from shared.service import Runtime
 
 
+@lru_cache
+def policyar() -> Policyar:
+    return last(settings().kompetanse_policy)
+
+
+@lru_cache
+def nokkelsett() -> identitet.Nokkelsett:
+    return identitet.nokkelsett(settings().kompetanse_fnr_key)
+
+
+async def _endre(uow: UnitOfWork, profil: Profil, endring) -> None:
+    """Apply one change to a profile, save it, and emit the notifications it causes."""
+    for_ = profil.verdiar()
+    endring(profil)
+    await store.save_profil(uow.conn, profil)
+    for v in varsel(list(policyar().policy.values()), for_, profil.verdiar(), profil.skjerma):
+        await uow.emit(KompetanseEndra(person_id=profil.person_id, policy=v.policy, endra=v.endra), profil.person_id, v.headers)
+
+
+async def vedtak(uow: UnitOfWork, envelope: Envelope, data: VedtakFattet) -> None:
+    # Protected persons are recorded only as protected (id and flag), so a later event or
+    # registration about them can never make them visible.
+    for p in data.personar:
+        profil = await store.lock_or_new(uow.conn, p.person_id)
+        await _endre(uow, profil, lambda pr, p=p: pr.vedtak(envelope.subject, data.kategori.value, p.skjerma))
+
+
 async def kartlegging_fullfort(uow: UnitOfWork, envelope: Envelope, data: Kompetanse) -> None:
     profil = await store.lock_or_new(uow.conn, data.person_id)
-    profil.kartlagt(data)
-    await store.save_profil(uow.conn, profil)
+    await _endre(uow, profil, lambda p: p.kartlagt(data, envelope.time))
+
+
+async def behov_flagga(uow: UnitOfWork, envelope: Envelope, data: SaerlegeBehovFlagga) -> None:
+    profil = await store.lock_or_new(uow.conn, data.person_id)
+    await _endre(uow, profil, lambda p: p.behov_flagga(list(data.behov)))
+
+
+async def karriererettleiing(uow: UnitOfWork, envelope: Envelope, data: Karriererettleiing) -> None:
+    profil = await store.lock_or_new(uow.conn, data.person_id)
+    await _endre(uow, profil, lambda p: p.rettleiing(data))
 
 
 async def fordelt(uow: UnitOfWork, envelope: Envelope, data: Fordelt) -> None:
     # Settlement events may overtake the mapping events (different producers): profiles
     # are created by whichever comes first.
-    for person_id in data.personar:
+    for person_id in sorted(data.personar):
         profil = await store.lock_or_new(uow.conn, person_id)
-        profil.fordelt(data.kommunenummer)
-        await store.save_profil(uow.conn, profil)
+        await _endre(uow, profil, lambda p: p.fordelt(envelope.subject, data.kategori.value, data.kommunenummer))
+
+
+async def fordeling_slutt(uow: UnitOfWork, envelope: Envelope, data) -> None:
+    """Refused, cancelled or withdrawn: the kommune loses the case's persons."""
+    for profil in await store.lock_sak(uow.conn, envelope.subject):
+        await _endre(uow, profil, Profil.fordeling_slutt)
 
 
 async def bosatt(uow: UnitOfWork, envelope: Envelope, data: Bosatt) -> None:
-    for person_id in data.personar:
+    for person_id in sorted(data.personar):
         profil = await store.lock_or_new(uow.conn, person_id)
-        profil.busett(data.kommunenummer)
-        await store.save_profil(uow.conn, profil)
+        await _endre(uow, profil, lambda p: p.busett(data.kommunenummer))
 
 
 EVENT_HANDLERS = {
+    "vedtak.fattet": vedtak,
+    "vedtak.korrigert": vedtak,
     "kartlegging.fullfort": kartlegging_fullfort,
     "kartlegging.korrigert": kartlegging_fullfort,  # a corrected version replaces the profile's content
+    "kartlegging.karriererettleiing": karriererettleiing,
+    "mottak.saerlege_behov_flagga": behov_flagga,
     "bosetting.fordelt": fordelt,
+    "bosetting.avslatt": fordeling_slutt,
+    "bosetting.fordeling_oppheva": fordeling_slutt,
+    "bosetting.trukke": fordeling_slutt,
     "bosetting.bosatt": bosatt,
 }
 
 
-async def les_profil(
-    rt: Runtime,
-    konsument: str,
-    person_id: str,
-    formal: str,
-    request_id: UUID,
-    *,
-    konsument_org: str | None = None,
-    klient: str | None = None,
-) -> Profil | None:
-    """Read one profile and record the access in the same transaction: no read goes unlogged.
-    konsument_org and klient default to `konsument` (one static token for now)."""
+# --- commands from the API ---------------------------------------------------------------
+
+
+class FnrIBruk(ValueError):
+    """The fødselsnummer is linked to another person id already."""
+
+
+async def registrer_identitet(rt: Runtime, person_id: str, fnr: str, skjerma: bool) -> None:
+    """Link a person id to its fødselsnummer (encrypted; found by keyed hash)."""
+    n = nokkelsett()
     async with rt.pool.acquire() as conn, conn.transaction():
-        profil = await store.get_profil(conn, person_id, for_update=False)
-        served = profil is not None and profil.har_kompetanse
-        await store.log_access(
-            conn,
-            konsument,
-            person_id,
-            list(FELT) if served else [],
-            formal,
-            request_id,
-            "served" if served else "not_found",
-            konsument_org=konsument_org,
-            klient=klient,
+        ok = await store.registrer_identitet(
+            conn, person_id, identitet.oppslagsnokkel(n, fnr), identitet.krypter(n, fnr, person_id), n.versjon
         )
-    return profil if served else None
+        if not ok:
+            raise FnrIBruk()
+        if skjerma:
+            await store.skjerm(conn, person_id)
+
+
+async def finn_person(rt: Runtime, fnr: str) -> str | None:
+    async with rt.pool.acquire() as conn:
+        return await store.person_for_oppslag(conn, identitet.oppslagsnokkel(nokkelsett(), fnr))
+
+
+async def les_profil(rt: Runtime, tilgang: Tilgang, person_id: str | None, formal: str, request_id: UUID) -> dict | None:
+    """One consumer's read of one person under its policy, recorded in the audit log in the
+    same transaction (no read goes unlogged, refusals included). None: unknown, not mapped,
+    or protected (all answered alike). Raises Avslag, after its entry is committed, when
+    the policy refuses."""
+    avslag = None
+    async with rt.pool.acquire() as conn, conn.transaction():
+        profil = await store.get_profil(conn, person_id, for_update=False) if person_id else None
+        try:
+            tilgang.sjekk_formal(formal)
+            if profil is None or profil.skjerma or not profil.har_kompetanse:
+                utfall = "skjerma" if profil and profil.skjerma else "not_found"
+                await _revider(conn, tilgang, person_id, [], formal, request_id, utfall)
+                return None
+            tilgang.sjekk_person(profil.kommunenummer)
+        except Avslag as refused:
+            avslag = refused
+            await _revider(conn, tilgang, person_id, [], formal, request_id, f"refused: {refused.grunn}"[:200])
+        else:
+            felt = tilgang.policy.felt
+            fnr = await _fnr(conn, person_id) if "fodselsnummer" in felt else None
+            await _revider(conn, tilgang, person_id, list(felt), formal, request_id, "served")
+    if avslag:
+        raise avslag
+    return profil.vis(felt, fnr)
+
+
+async def _fnr(conn: asyncpg.Connection, person_id: str) -> str | None:
+    blob = await store.kryptert_fnr(conn, person_id)
+    return identitet.dekrypter(nokkelsett(), blob, person_id) if blob else None
+
+
+async def _revider(conn, tilgang: Tilgang, person_id, felt, formal, request_id, utfall) -> None:
+    await store.log_access(
+        conn,
+        tilgang.konsument.org,
+        person_id or "-",
+        felt,
+        formal,
+        request_id,
+        utfall,
+        konsument_org=tilgang.konsument.org,
+        klient=tilgang.klient.klient_id,
+    )

@@ -9,23 +9,23 @@ from services.kompetanse import revisjon
 from services.kompetanse.domain import Profil
 
 
+JSON_KOLONNAR = ("utdanning", "arbeid", "sprak", "saerlege_behov", "karriererettleiing")
+PROFIL_KOLONNAR = (
+    "person_id", "sak_id", "kategori", "skjerma", "kartleggingstype", "utdanning", "arbeid", "sprak",
+    "saerlege_behov", "digitale_ferdigheiter", "forerkort", "karriererettleiing", "kommunenummer", "bosatt", "kartlagt_at",
+)  # fmt: skip
+
+
+def _profil(row: asyncpg.Record) -> Profil:
+    return Profil(**{k: json.loads(row[k]) if k in JSON_KOLONNAR and row[k] is not None else row[k] for k in PROFIL_KOLONNAR})
+
+
 async def get_profil(conn: asyncpg.Connection, person_id: str, *, for_update: bool = True) -> Profil | None:
     row = await conn.fetchrow(
-        "SELECT person_id, kartleggingstype, utdanning, arbeid, sprak, kommunenummer, bosatt FROM profil"
-        " WHERE person_id = $1" + (" FOR UPDATE" if for_update else ""),
+        f"SELECT {', '.join(PROFIL_KOLONNAR)} FROM profil WHERE person_id = $1" + (" FOR UPDATE" if for_update else ""),
         person_id,
     )
-    if row is None:
-        return None
-    return Profil(
-        person_id=row["person_id"],
-        kartleggingstype=row["kartleggingstype"],
-        utdanning=json.loads(row["utdanning"]) if row["utdanning"] else None,
-        arbeid=json.loads(row["arbeid"]),
-        sprak=json.loads(row["sprak"]),
-        kommunenummer=row["kommunenummer"],
-        bosatt=row["bosatt"],
-    )
+    return _profil(row) if row else None
 
 
 async def lock_or_new(conn: asyncpg.Connection, person_id: str) -> Profil:
@@ -33,17 +33,50 @@ async def lock_or_new(conn: asyncpg.Connection, person_id: str) -> Profil:
     return await get_profil(conn, person_id)
 
 
+async def lock_sak(conn: asyncpg.Connection, sak_id: str) -> list[Profil]:
+    """The profiles of one case's persons, locked (in person id order: no deadlock)."""
+    rows = await conn.fetch(
+        f"SELECT {', '.join(PROFIL_KOLONNAR)} FROM profil WHERE sak_id = $1 ORDER BY person_id FOR UPDATE", sak_id
+    )
+    return [_profil(r) for r in rows]
+
+
 async def save_profil(conn: asyncpg.Connection, p: Profil) -> None:
+    verdiar = [json.dumps(getattr(p, k)) if k in JSON_KOLONNAR and getattr(p, k) is not None else getattr(p, k) for k in PROFIL_KOLONNAR]
+    sett = ", ".join(f"{k} = ${i}" for i, k in enumerate(PROFIL_KOLONNAR[1:], start=2))
+    await conn.execute(f"UPDATE profil SET {sett}, endra_at = now() WHERE person_id = $1", *verdiar)
+
+
+async def registrer_identitet(conn: asyncpg.Connection, person_id: str, oppslag: bytes, kryptert: bytes, versjon: int) -> bool:
+    """Link a fødselsnummer (its keyed hash and ciphertext) to a person id. False when the
+    number is already linked to another person id; registering the same link again is a no-op."""
+    eigar = await conn.fetchval("SELECT person_id FROM identitet WHERE oppslag = $1", oppslag)
+    if eigar is not None:
+        return eigar == person_id
     await conn.execute(
-        "UPDATE profil SET kartleggingstype = $2, utdanning = $3, arbeid = $4, sprak = $5, kommunenummer = $6,"
-        " bosatt = $7, endra_at = now() WHERE person_id = $1",
-        p.person_id,
-        p.kartleggingstype,
-        json.dumps(p.utdanning) if p.utdanning is not None else None,
-        json.dumps(p.arbeid),
-        json.dumps(p.sprak),
-        p.kommunenummer,
-        p.bosatt,
+        "INSERT INTO identitet (person_id, oppslag, kryptert, nokkel_versjon) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (person_id) DO UPDATE SET oppslag = excluded.oppslag, kryptert = excluded.kryptert,"
+        " nokkel_versjon = excluded.nokkel_versjon",
+        person_id,
+        oppslag,
+        kryptert,
+        versjon,
+    )
+    return True
+
+
+async def person_for_oppslag(conn: asyncpg.Connection, oppslag: bytes) -> str | None:
+    return await conn.fetchval("SELECT person_id FROM identitet WHERE oppslag = $1", oppslag)
+
+
+async def kryptert_fnr(conn: asyncpg.Connection, person_id: str) -> bytes | None:
+    return await conn.fetchval("SELECT kryptert FROM identitet WHERE person_id = $1", person_id)
+
+
+async def skjerm(conn: asyncpg.Connection, person_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO profil (person_id, skjerma) VALUES ($1, true) ON CONFLICT (person_id) DO UPDATE SET skjerma = true",
+        person_id,
     )
 
 
@@ -114,8 +147,22 @@ async def tilgangar(conn: asyncpg.Connection, person_id: str, grense: int = 500)
     return [dict(r) for r in rows]
 
 
-async def count_profiles(conn: asyncpg.Connection) -> dict:
-    row = await conn.fetchrow(
-        "SELECT count(*) AS personar, count(utdanning) AS med_kompetanse, count(*) FILTER (WHERE bosatt) AS bosatte FROM profil"
+async def statistikk_rader(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Mapped, unprotected persons grouped by county, category, month of mapping and
+    education level, with how many have work experience and Norwegian at B1 or above."""
+    return await conn.fetch(
+        """
+        SELECT coalesce(left(kommunenummer, 2), 'ukjend') AS fylke,
+               coalesce(kategori, 'ukjend') AS kategori,
+               to_char(kartlagt_at AT TIME ZONE 'Europe/Oslo', 'YYYY-MM') AS manad,
+               utdanning->>'niva' AS niva,
+               count(*) AS personar,
+               count(*) FILTER (WHERE jsonb_array_length(arbeid) > 0) AS med_arbeid,
+               count(*) FILTER (WHERE EXISTS (
+                   SELECT 1 FROM jsonb_array_elements(sprak) s
+                   WHERE s->>'sprak' = 'norsk' AND s->>'niva' IN ('B1', 'B2', 'C1', 'C2', 'morsmal'))) AS norsk
+        FROM profil
+        WHERE utdanning IS NOT NULL AND NOT skjerma AND kartlagt_at IS NOT NULL
+        GROUP BY 1, 2, 3, 4
+        """
     )
-    return dict(row)
