@@ -26,10 +26,13 @@ from sim.workload import (
     kommune_refuses,
     mapping_for,
     stops_taking,
+    syntetisk_fodselsnummer,
     withdrawn,
 )
 
 UDI = "urn:no:udi"
+NAV, OSLO = "0192:889640782", "0192:958935420"  # their registrations in services/kompetanse/policy.toml
+SCOPE = {NAV: "imdi:kompetanse/nav", OSLO: "imdi:kompetanse/kommune"}
 LISTENS_TO = ("kartlegging.startet", "bosetting.*")
 
 
@@ -112,6 +115,13 @@ class Simulator:
         if (korrigert := correction(h)) is not None:
             self._later.append(asyncio.create_task(self._correct(h, korrigert)))
         self.counts["vedtak"] += 1
+        # IMDi links each pseudonym to its (synthetic) fødselsnummer in kompetanse, which
+        # keeps it encrypted; consumers may then look persons up by it.
+        await asyncio.gather(*(
+            self._call("PUT", "kompetanse", f"/identitetar/{p.person_id}",
+                       {"fodselsnummer": syntetisk_fodselsnummer(p.person_id, p.fodselsar), "skjerma": p.skjerma}, token=self.imdi)
+            for p in h.vedtak.personar
+        ))
 
     async def _correct(self, h: Household, korrigert) -> None:
         """UDI corrects the household a little later, wherever its case is by then."""
@@ -157,6 +167,31 @@ class Simulator:
         body = {"kommunenummer": alternative["kommunenummer"], "grunn": "the family's network lives there"}
         status = await self._call("POST", "bosetting", f"/saker/{sak}/overstyring", body, token=self.imdi)
         return status < 300
+
+    # --- consumers of competence data --------------------------------------------------
+
+    async def konsument(self, org: str, formal: str) -> None:
+        """An authorised consumer (NAV, a kommune): notify, then pull. It reads its own
+        notification queue and fetches each notified person through the kompetanse API
+        with its Maskinporten token; the read is audited there."""
+        queue = await self.channel.get_queue(f"kompetanse.varsel.{org.split(':')[1]}", ensure=True)
+        token = {"t": self.environment.maskinporten_token(org, SCOPE[org]), "at": time.monotonic()}
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            person = parse_envelope(message.body).data["person_id"]
+            if time.monotonic() - token["at"] > 60:  # Maskinporten tokens live two minutes
+                token.update(t=self.environment.maskinporten_token(org, SCOPE[org]), at=time.monotonic())
+            url = f"{self.environment.url('kompetanse')}/personar/{person}/kompetanse?formal={formal}"
+            async with self.http.get(url, headers={"Authorization": f"Bearer {token['t']}"}) as r:
+                self.counts[f"{org}:{r.status}"] += 1
+            self.counts[f"{org}:varsel"] += 1
+            await message.ack()
+
+        tag = await queue.consume(on_message)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await queue.cancel(tag)
 
     # --- reactions -----------------------------------------------------------------------
 

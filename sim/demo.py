@@ -7,6 +7,8 @@ and kommunar until every household is settled. Exits 0 only if every case reache
 
 import asyncio
 import statistics
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -19,13 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.bosetting import referansedata
-from sim.actors import Simulator
+from sim.actors import NAV, OSLO, Simulator
 from sim.environment import SERVICES, Environment, wait_until
 from sim.processes import ProcessGroup
 from sim.workload import households
 
 console = Console()
-NAV = "0192:889640782"  # NAV's consumer registration in services/kompetanse/policy.toml
 
 
 def kommunar() -> list[tuple[str, int, bool]]:
@@ -56,11 +57,15 @@ async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "c
             t0 = time.monotonic()
             arrivals = asyncio.create_task(sim.publish_vedtak(rate))
             caseworker = asyncio.create_task(sim.caseworker())
+            consumers = [asyncio.create_task(sim.konsument(NAV, "arbeidsretta_oppfolging")),
+                         asyncio.create_task(sim.konsument(OSLO, "busetting"))]
             await _show_progress(sim, timeout)
             arrivals.cancel()
             caseworker.cancel()
             elapsed = time.monotonic() - t0
             await _summary(env, sim, elapsed)
+            for task in consumers:
+                task.cancel()
             return sim.done and not sim.errors
     finally:
         procs.stop_all()
@@ -126,6 +131,11 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
         "competence statistics (kompetanse)",
         f"{kompetanse['grupper']} groups by county, category and month; {kompetanse['prikka_celler']} cells suppressed (< {kompetanse['terskel']} persons)",
     )
+    for org, name in ((NAV, "NAV"), (OSLO, "Oslo kommune")):
+        served = sim.counts[f"{org}:200"]
+        other = {k.split(":")[-1]: n for k, n in sim.counts.items() if k.startswith(org) and k.split(":")[-1] not in ("200", "varsel")}
+        summary.add_row(f"{name}: notify, then pull", f"{sim.counts[f'{org}:varsel']} notifications, {served} reads served" + (f", refused or gone: {other}" if other else ""))
+    summary.add_row("kompetanse audit log", _audit_verify(env))
     summary.add_row("wall time", f"{elapsed:.1f}s ({persons / elapsed:.0f} persons/s)")
     if lat:
         summary.add_row("vedtak -> bosatt, wall clock", f"median {statistics.median(lat):.2f}s, p95 {lat[int(0.95 * (len(lat) - 1))]:.2f}s")
@@ -136,6 +146,13 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     console.print(summary)
     verdict = "[green]every case reached bosatt (or was withdrawn)[/]" if sim.done and not sim.errors else "[red]not every case was settled[/]"
     console.print(verdict)
+
+
+def _audit_verify(env: Environment) -> str:
+    """`chain audit-verify` on the run's kompetanse database, as an operator would."""
+    chain = Path(sys.executable).with_name("chain")
+    result = subprocess.run([str(chain), "audit-verify"], env=env.env(), capture_output=True, text=True, timeout=120)
+    return (result.stdout or result.stderr).strip()
 
 
 def _rounds(rounds: list[dict]) -> str:

@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from services.kompetanse.identitet import med_kontrollsiffer
 from shared.catalogue import (
     Arbeidserfaring,
     Kategori,
@@ -50,6 +51,20 @@ class Household:
 
 def person_id(rng: random.Random) -> str:
     return "p-" + rng.randbytes(12).hex()
+
+
+def syntetisk_fodselsnummer(person_id: str, fodselsar: int) -> str:
+    """A synthetic fødselsnummer for a simulated person: valid control digits, month + 80
+    (Skatteetaten's marker for synthetic numbers, so it can never be a real person's), the
+    individual number in the birth century's range, derived from the person id."""
+    h = int(hashlib.sha256(person_id.encode()).hexdigest(), 16)
+    day, month = 1 + h % 28, 81 + (h >> 8) % 12
+    low = 0 if fodselsar < 2000 else 500
+    for i in range(500):
+        individ = low + ((h >> 16) + i) % 500
+        if fnr := med_kontrollsiffer(f"{day:02d}{month:02d}{fodselsar % 100:02d}{individ:03d}"):
+            return fnr
+    raise ValueError("no synthetic number")  # unreachable: most candidates have valid control digits
 
 
 def _persons(rng: random.Random, kategori: Kategori, sakstype: Sakstype, year: int) -> list[VedtakPerson]:

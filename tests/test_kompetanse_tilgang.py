@@ -225,6 +225,19 @@ async def test_a_kommune_sees_its_own_allocated_and_settled_persons_with_adaptat
     assert_problem(await k.get(BERGEN, pid), 403)
 
 
+async def test_a_kommune_sees_an_unmapped_child_allocated_to_it_and_nav_does_not(k):
+    sak, v = new_sak_id(), vedtak(1, 1, Kategori.barnefamilie)
+    await k.event(v, sak, UDI)
+    child = v.personar[1].person_id
+    f = fnr()
+    assert (await k.http.put(f"/identitetar/{child}", json={"fodselsnummer": f}, headers=k.imdi)).status_code == 204
+    assert_problem(await k.get(BERGEN, child), 403)  # not Bergen's yet
+    await k.event(Fordelt(reg_nummer=v.reg_nummer, kommunenummer="4601", kategori=v.kategori, personar=[p.person_id for p in v.personar]), sak, BOSETTING)
+    body = (await k.get(BERGEN, child)).json()
+    assert (body["fodselsnummer"], body["kategori"], body["utdanning"]) == (f, "barnefamilie", None)
+    assert_problem(await k.get(NAV, child), 404)  # nothing NAV's policy grants has a value
+
+
 async def test_a_county_sees_what_career_guidance_needs_in_its_own_kommunar(k):
     _, (i_vestland, _) = await k.mapped_household("4601", bosatt=True)
     _, (i_oslo, _) = await k.mapped_household("0301")

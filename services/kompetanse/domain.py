@@ -74,7 +74,8 @@ class Profil:
         return {"person_id": self.person_id} | {f: verdiar[f] for f in felt}
 
 
-def _tom(v) -> bool:
+def tom(v) -> bool:
+    """No value: nothing to serve or to notify about."""
     return v is None or v == [] or v is False
 
 
@@ -101,7 +102,7 @@ def varsel(policyar: list[Policy], for_: dict, etter: dict, skjerma: bool) -> li
                 continue  # not in any kommune's or county's selection
             omrade = {"kommune": lambda k: k, "fylke": lambda k: k[:2]}[p.utval]
             if for_.get("kommunenummer") is None or omrade(for_["kommunenummer"]) != omrade(kommune):
-                synlege = [f for f in p.felt if f in etter and not _tom(etter[f])]
+                synlege = [f for f in p.felt if f in etter and not tom(etter[f])]
         if synlege:
             headers = {"policy": p.namn, "kommunenummer": kommune or "", "fylkesnummer": (kommune or "")[:2]}
             ut.append(Varsel(p.namn, synlege, headers))

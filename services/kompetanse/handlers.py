@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from services.kompetanse import identitet, store
-from services.kompetanse.domain import Profil, varsel
+from services.kompetanse.domain import Profil, tom, varsel
 from services.kompetanse.policy import Avslag, Policyar, Tilgang, last
 from shared.catalogue import (
     Bosatt,
@@ -41,6 +41,8 @@ async def _endre(uow: UnitOfWork, profil: Profil, endring) -> None:
     endring(profil)
     await store.save_profil(uow.conn, profil)
     for v in varsel(list(policyar().policy.values()), for_, profil.verdiar(), profil.skjerma):
+        if not policyar().har_mottakar(v.policy, profil.kommunenummer):
+            continue  # no registered consumer would get it
         await uow.emit(KompetanseEndra(person_id=profil.person_id, policy=v.policy, endra=v.endra), profil.person_id, v.headers)
 
 
@@ -129,29 +131,30 @@ async def finn_person(rt: Runtime, fnr: str) -> str | None:
 
 async def les_profil(rt: Runtime, tilgang: Tilgang, person_id: str | None, formal: str, request_id: UUID) -> dict | None:
     """One consumer's read of one person under its policy, recorded in the audit log in the
-    same transaction (no read goes unlogged, refusals included). None: unknown, not mapped,
-    or protected (all answered alike). Raises Avslag, after its entry is committed, when
-    the policy refuses."""
-    avslag = None
+    same transaction (no read goes unlogged, refusals included). None: unknown, protected,
+    or nothing in the fields the policy grants (all answered alike). Raises Avslag, after
+    its entry is committed, when the policy refuses."""
+    avslag, vist = None, None
     async with rt.pool.acquire() as conn, conn.transaction():
         profil = await store.get_profil(conn, person_id, for_update=False) if person_id else None
+        felt = tilgang.policy.felt
         try:
             tilgang.sjekk_formal(formal)
-            if profil is None or profil.skjerma or not profil.har_kompetanse:
-                utfall = "skjerma" if profil and profil.skjerma else "not_found"
-                await _revider(conn, tilgang, person_id, [], formal, request_id, utfall)
-                return None
-            tilgang.sjekk_person(profil.kommunenummer)
+            if profil is not None and not profil.skjerma:
+                tilgang.sjekk_person(profil.kommunenummer)
+                vist = profil.vis(felt, await _fnr(conn, person_id) if "fodselsnummer" in felt else None)
         except Avslag as refused:
             avslag = refused
             await _revider(conn, tilgang, person_id, [], formal, request_id, f"refused: {refused.grunn}"[:200])
         else:
-            felt = tilgang.policy.felt
-            fnr = await _fnr(conn, person_id) if "fodselsnummer" in felt else None
-            await _revider(conn, tilgang, person_id, list(felt), formal, request_id, "served")
+            if vist is not None and any(not tom(v) for k, v in vist.items() if k != "person_id"):
+                await _revider(conn, tilgang, person_id, list(felt), formal, request_id, "served")
+            else:
+                vist = None
+                await _revider(conn, tilgang, person_id, [], formal, request_id, "skjerma" if profil and profil.skjerma else "not_found")
     if avslag:
         raise avslag
-    return profil.vis(felt, fnr)
+    return vist
 
 
 async def _fnr(conn: asyncpg.Connection, person_id: str) -> str | None:

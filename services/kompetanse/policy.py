@@ -118,6 +118,16 @@ class Policyar(BaseModel):
             raise Avslag(f"the token lacks scope {policy.scope}, required by this consumer's policy")
         return Tilgang(klient, konsument, policy)
 
+    def har_mottakar(self, policy: str, kommunenummer: str | None) -> bool:
+        """Is any registered consumer's feed bound to a notification for this policy and kommune?"""
+        utval = self.policy[policy].utval
+        return any(
+            k.policy == policy
+            and (utval == "alle" or utval == "kommune" and k.kommunenummer == kommunenummer
+                 or utval == "fylke" and k.fylkesnummer == (kommunenummer or "")[:2])
+            for k in self.konsument.values()
+        )
+
     def sjekk_statistikk(self, klient: Klient) -> None:
         """Aggregates are open to every registered consumer with a kompetanse scope."""
         if klient.org not in self.konsument:
