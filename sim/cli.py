@@ -63,6 +63,28 @@ def mottak_add(mottak_id: str = typer.Argument(..., help="The reception centre's
     typer.echo(f"HTTP token (POST /mottak/{mottak_id}/hendingar on kartlegging): {tilgang.http_token}")
 
 
+@app.command("konsument-add")
+def konsument_add(org: str = typer.Argument(..., help="The consumer's org as registered in kompetanse's policy file, e.g. 0192:889640782")) -> None:
+    """Give a registered kompetanse consumer its own RabbitMQ user that may read only its
+    notification queue. Running it again rotates the password."""
+    from services.kompetanse.policy import last
+    from shared.config import settings
+    from sim.tilgang import legg_til_konsument
+
+    cfg = settings()
+    if org not in last(cfg.kompetanse_policy).konsument:
+        typer.echo(f"error: {org} is not a registered consumer in the kompetanse policy file", err=True)
+        raise typer.Exit(2)
+    try:
+        tilgang = legg_til_konsument(cfg, org)
+    except (ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"AMQP URL: {tilgang.amqp_url}")
+    typer.echo(f"Queue (consume; each message names a person and the changed fields): {tilgang.queue}")
+    typer.echo(f"Then read through the kompetanse API with a Maskinporten token for {org}.")
+
+
 @app.command("audit-verify")
 def audit_verify(batch: int = typer.Option(5000, help="Rows read per batch")) -> None:
     """Verify kompetanse's hash-chained audit log: exit 0 if intact, 1 with the first broken

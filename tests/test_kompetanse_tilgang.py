@@ -14,6 +14,7 @@ from uuid import uuid4
 import aio_pika
 import asyncpg
 import pytest
+from aiormq.exceptions import ChannelAccessRefused, ChannelClosed
 
 from services.kompetanse import api, handlers, identitet, innsyn, revisjon, store, varsel
 from services.kompetanse.policy import last
@@ -34,6 +35,7 @@ from shared.catalogue import (
 )
 from shared.outbox import Relay, unit_of_work
 from shared.publish import envelope_for
+from sim.tilgang import legg_til_konsument
 from tests.conftest import eventually
 from tests.events import new_person_id, new_sak_id, vedtak
 from tests.harness import in_process_service
@@ -410,3 +412,29 @@ async def test_each_consumer_is_notified_only_of_what_it_may_know(env, k):
 
 async def _outbox_sent(pool) -> bool:
     return await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+async def test_a_consumers_broker_user_reads_its_own_feed_and_nothing_else(env, k):
+    cfg = env.settings()
+    await varsel.deklarer(cfg.amqp_url, last())
+    bergen = legg_til_konsument(cfg, BERGEN)
+    assert bergen.queue == "kompetanse.varsel.964338531"
+    connection = await aio_pika.connect(bergen.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        own = await channel.get_queue(bergen.queue, ensure=False)
+        await own.get(fail=False, no_ack=False, timeout=2)  # allowed (may be empty)
+        async def read(ch, name):
+            return await (await ch.get_queue(name, ensure=False)).get(fail=False)
+
+        for attempt in (
+            lambda ch: read(ch, "kompetanse.varsel.958935420"),  # Oslo's feed
+            lambda ch: read(ch, "kompetanse"),  # the service's own queue
+            lambda ch: ch.declare_queue("mine", durable=True),
+            lambda ch: ch.default_exchange.publish(aio_pika.Message(b"x"), routing_key=bergen.queue),
+        ):
+            ch = await connection.channel(publisher_confirms=True)
+            with pytest.raises((ChannelAccessRefused, ChannelClosed)) as refused:
+                await attempt(ch)
+                await ch.close()  # a refused publish surfaces when the channel closes
+            assert "ACCESS_REFUSED" in str(refused.value) or isinstance(refused.value, ChannelAccessRefused)
