@@ -15,7 +15,7 @@ from shared.publish import envelope_for, publish_envelope, publish_raw
 from shared.topology import EVENTS
 from sim.actors import UDI, Simulator
 from sim.demo import kommunar
-from sim.workload import households, withdrawn
+from sim.workload import households, syntetisk_fodselsnummer, withdrawn
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("chain")
@@ -104,6 +104,49 @@ async def test_a_case_flows_from_vedtak_to_bosatt(env):
         ) >= 1
     finally:
         await conn.close()
+
+
+async def test_no_fodselsnummer_in_any_log_event_or_outbox(env, chain):
+    """The simulator registers a synthetic fødselsnummer for every person at kompetanse; after
+    a run, none of them is in any service's or relay's log, outbox or the event-log stream."""
+    workload = households(20, seed=21, kommunar=KOMMUNAR)
+    await run_households(env, workload)
+    numbers = {syntetisk_fodselsnummer(p.person_id, p.fodselsar) for h in workload for p in h.vedtak.personar}
+    conn = await db(env, "kompetanse")
+    try:  # they were registered (encrypted), so the test is not vacuous
+        assert await conn.fetchval("SELECT count(*) FROM identitet WHERE person_id = ANY($1)", [p.person_id for h in workload for p in h.vedtak.personar]) == len(numbers)
+    finally:
+        await conn.close()
+    logs = " ".join(f.read_text(errors="replace") for f in chain.log_dir.glob("*.log"))
+    assert logs and not [n for n in numbers if n in logs]
+    for service in ("kartlegging", "bosetting", "kompetanse"):
+        conn = await db(env, service)
+        try:
+            bodies = await conn.fetchval("SELECT string_agg(body || coalesce(headers::text, ''), ' ') FROM outbox")
+        finally:
+            await conn.close()
+        assert not [n for n in numbers if n in bodies], service
+    stream = await _read_eventlog(env, 20_000)
+    assert stream and not [n for n in numbers if n in stream]
+
+
+async def _read_eventlog(env, limit: int) -> str:
+    connection = await aio_pika.connect(env.settings().amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=1000)
+        queue = await channel.get_queue("chain.eventlog", ensure=False)
+        bodies: list[str] = []
+        async with queue.iterator(arguments={"x-stream-offset": "first"}, timeout=3) as messages:
+            try:
+                async for m in messages:
+                    bodies.append(m.body.decode())
+                    await m.ack()
+                    if len(bodies) >= limit:
+                        break
+            except TimeoutError:
+                pass
+        return " ".join(bodies)
 
 
 async def _profile(http, url, token):
