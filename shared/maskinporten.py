@@ -73,6 +73,17 @@ class TokenAvvist(Exception):
         self.grunn = grunn
 
 
+# Why decode refused a token, as the caller is told (the first matching type wins).
+GRUNNAR = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.InvalidAudienceError, "wrong audience"),
+    (jwt.InvalidSignatureError, "bad signature"),
+    (jwt.ImmatureSignatureError, "token not yet valid"),
+    (jwt.InvalidAlgorithmError, "signing key does not fit the algorithm"),
+    (jwt.InvalidKeyError, "signing key does not fit the algorithm"),
+)
+
+
 class Verifikator:
     """Verifies Maskinporten tokens from trusted issuers.
 
@@ -135,22 +146,10 @@ class Verifikator:
                 leeway=self.leeway,
                 options={"require": ["exp", "iat", "iss", "aud"], "enforce_minimum_key_length": True},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenAvvist("token expired") from None
-        except jwt.InvalidAudienceError:
-            raise TokenAvvist("wrong audience") from None
-        except jwt.InvalidSignatureError:
-            raise TokenAvvist("bad signature") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenAvvist("token not yet valid") from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenAvvist(f"missing claim {exc.claim}") from None
-        except jwt.InvalidAlgorithmError:
-            raise TokenAvvist("signing key does not fit the algorithm") from None
-        except jwt.InvalidKeyError:
-            raise TokenAvvist("signing key does not fit the algorithm") from None
-        except jwt.PyJWTError:
-            raise TokenAvvist("invalid token") from None
+        except jwt.PyJWTError as exc:
+            raise TokenAvvist(next((g for t, g in GRUNNAR if isinstance(exc, t)), "invalid token")) from None
 
         # decode accepts anything int() takes (even "1700000000"); the arithmetic needs numbers.
         if not all(type(claims[c]) in (int, float) for c in ("exp", "iat")):
