@@ -266,7 +266,8 @@ async def test_innsyn_shows_the_persons_own_reads_only(k):
     assert body["person_id"] == meg and body["avkorta"] is False
     assert [(t["konsument_org"], t["formal"]) for t in body["tilgangar"]] == [("0192:974760673", "kvalifisering"), (NAV, "oppfolging")]
     assert all(t["felt"] and t["utfall"] == "served" and t["tid"] for t in body["tilgangar"])
-    assert set(body["tilgangar"][0]) == {"tid", "konsument_org", "formal", "felt", "utfall"}  # no client, no request id
+    assert set(body["tilgangar"][0]) == {"tid", "konsument_org", "konsument", "formal", "felt", "utfall"}  # no client, no request id
+    assert body["tilgangar"][1]["konsument"] == "NAV (Arbeids- og velferdsetaten)"
 
     assert (await k.http.get(f"/innsyn/{andre}", headers=_person(k, andre))).json()["tilgangar"][0]["formal"] == "tilsyn"
     assert (await k.http.get(f"/innsyn/{new_person_id()}", headers=_person(k, meg))).status_code == 403

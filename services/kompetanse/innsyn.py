@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from services.kompetanse import store
+from services.kompetanse import handlers, store
 from shared.http import Problem
 from shared.service import Runtime, caller, current_runtime
 
@@ -21,6 +21,7 @@ GRENSE = 500
 class Tilgang(BaseModel):
     tid: datetime
     konsument_org: str
+    konsument: str | None = Field(description="The consumer's name, from the policy file")
     formal: str
     felt: list[str]
     utfall: str
@@ -43,4 +44,6 @@ async def innsyn(rt: RuntimeDep, person_id: Annotated[str, Depends(personen)]) -
     """Every recorded access to this person's competence data, newest first (at most 500)."""
     async with rt.pool.acquire() as conn:
         rows = await store.tilgangar(conn, person_id, GRENSE + 1)
-    return Innsyn(person_id=person_id, tilgangar=[Tilgang(**r) for r in rows[:GRENSE]], avkorta=len(rows) > GRENSE)
+    namn = {org: k.namn for org, k in handlers.policyar().konsument.items()}
+    tilgangar = [Tilgang(**r, konsument=namn.get(r["konsument_org"])) for r in rows[:GRENSE]]
+    return Innsyn(person_id=person_id, tilgangar=tilgangar, avkorta=len(rows) > GRENSE)
