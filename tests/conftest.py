@@ -2,6 +2,7 @@
 vhost `chain_test` and databases `chain_test_*` (dropped and recreated per session)."""
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ from shared.log import configure
 from sim.environment import Environment
 from sim.processes import ProcessGroup
 
-ENV = Environment("chain_test", base_port=8201)
+# Another name and port range let two test runs share the machine (CHAIN_TEST_ENV,
+# CHAIN_TEST_BASE_PORT): each session drops and recreates its own environment.
+ENV = Environment(os.environ.get("CHAIN_TEST_ENV", "chain_test"), base_port=int(os.environ.get("CHAIN_TEST_BASE_PORT", "8201")))
 
 configure("tests", "WARNING")
 
@@ -24,7 +27,7 @@ async def env() -> Environment:
 @pytest.fixture(scope="session")
 async def chain(env):
     """The three services and their relays, running as processes."""
-    procs = ProcessGroup(env, Path("var/logs/chain_test"))
+    procs = ProcessGroup(env, Path("var/logs") / env.name)
     await procs.start_all()
     yield procs
     procs.stop_all()
