@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test bench bench-hop bench-allocation install services clean
+.PHONY: demo test bench bench-hop bench-allocation bench-kompetanse install services clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,7 +29,7 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 # Benchmarks (ratios against a baseline measured in the same run); results in bench/results/.
-bench: bench-hop bench-allocation
+bench: bench-hop bench-allocation bench-kompetanse
 
 bench-hop: install services
 	$(BIN)/python -m bench.hop $(ARGS)
@@ -37,3 +37,7 @@ bench-hop: install services
 # The allocation optimiser against the greedy baseline and the hindsight optimum (no services).
 bench-allocation: install
 	$(BIN)/python -m bench.allocation $(ARGS)
+
+# The kompetanse API's audited reads (requests/s, p50/p99) against a bare FastAPI endpoint.
+bench-kompetanse: install services
+	$(BIN)/python -m bench.kompetanse $(ARGS)

@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -576,4 +577,6 @@ if __name__ == "__main__":
         args.seconds = 3.0 if args.quick else 10.0
     if args.concurrency < args.clients:
         parser.error("--concurrency must be at least --clients")
+    # SIGTERM unwinds like Ctrl-C, so the servers and generators are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(json.dumps({k: v for k, v in asyncio.run(main(args)).items() if k not in ("phases", "rows")}, indent=2))
