@@ -32,19 +32,19 @@ SEKTORAR = Literal[
 # --- who calls --------------------------------------------------------------------------
 
 
-def sakshandsamar(subject: Annotated[str, Depends(caller)]) -> str:
+async def sakshandsamar(subject: Annotated[str, Depends(caller)]) -> str:
     if not subject.startswith("imdi:"):
         raise Problem(403, "Only IMDi caseworkers may do this")
     return subject
 
 
-def kommune(kommunenummer: KommunePath, subject: Annotated[str, Depends(caller)]) -> str:
+async def kommune(kommunenummer: KommunePath, subject: Annotated[str, Depends(caller)]) -> str:
     if subject != f"kommune:{kommunenummer}":
         raise Problem(403, "Only the kommune itself may do this")
     return kommunenummer
 
 
-def kommune_eller_imdi(kommunenummer: KommunePath, subject: Annotated[str, Depends(caller)]) -> str:
+async def kommune_eller_imdi(kommunenummer: KommunePath, subject: Annotated[str, Depends(caller)]) -> str:
     if subject != f"kommune:{kommunenummer}" and not subject.startswith("imdi:"):
         raise Problem(403, "Only the kommune itself or IMDi may do this")
     return subject

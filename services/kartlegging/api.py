@@ -132,19 +132,19 @@ def _fullforing(sak, person_id: str) -> Fullforing:
 Caller = Annotated[str, Depends(caller)]
 
 
-def imdi(subject: Caller) -> str:
+async def imdi(subject: Caller) -> str:
     if not subject.startswith("imdi:"):
         raise Problem(403, "Only an IMDi caseworker may do this")
     return subject
 
 
-def imdi_eller_personen(subject: Caller, person_id: PersonIdPath) -> str:
+async def imdi_eller_personen(subject: Caller, person_id: PersonIdPath) -> str:
     if not (subject.startswith("imdi:") or subject == f"person:{person_id}"):
         raise Problem(403, "Only an IMDi caseworker or the person themself may read a mapping")
     return subject
 
 
-def kartleggar(subject: Caller) -> str:
+async def kartleggar(subject: Caller) -> str:
     """Who may map: a mottak system or the vertskommune (§ 6), the settlement kommune
     (§ 10), or IMDi (resettlement refugees are mapped abroad by IMDi)."""
     if not subject.startswith(("mottak:", "kommune:", "imdi:")):
@@ -152,7 +152,7 @@ def kartleggar(subject: Caller) -> str:
     return subject
 
 
-def rettleiar(subject: Caller) -> str:
+async def rettleiar(subject: Caller) -> str:
     """The career-guidance note (§ 11) comes from the county (fylke)."""
     if not subject.startswith(("fylke:", "imdi:")):
         raise Problem(403, "Only a county (fylke) may add the career-guidance note")
@@ -162,7 +162,7 @@ def rettleiar(subject: Caller) -> str:
 Kartleggar = Annotated[str, Depends(kartleggar)]
 
 
-def personen(subject: Caller, person_id: PersonIdPath) -> str:
+async def personen(subject: Caller, person_id: PersonIdPath) -> str:
     if subject != f"person:{person_id}":
         raise Problem(403, "Only the person themself may self-register")
     return person_id

@@ -28,7 +28,7 @@ RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
 MOTTAK_EVENTS = {et.name: et for et in CATALOGUE.values() if et.producer == "mottak"}
 
 
-def mottak(mottak_id: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,40}$")], subject: Annotated[str, Depends(caller)]) -> str:
+async def mottak(mottak_id: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,40}$")], subject: Annotated[str, Depends(caller)]) -> str:
     if subject != f"mottak:{mottak_id}":
         raise Problem(403, "Only the mottak itself may report for it")
     return mottak_id

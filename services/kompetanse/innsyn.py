@@ -33,7 +33,7 @@ class Innsyn(BaseModel):
     avkorta: bool
 
 
-def personen(person_id: PersonIdPath, subject: Annotated[str, Depends(caller)]) -> str:
+async def personen(person_id: PersonIdPath, subject: Annotated[str, Depends(caller)]) -> str:
     if subject != f"person:{person_id}":
         raise Problem(403, "Only the person themself may see who read their data")
     return person_id
