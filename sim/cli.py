@@ -2,15 +2,30 @@
 
 import typer
 
+from drift import status_cli
 from sim.maskinporten_cli import app as maskinporten_app
 
 app = typer.Typer(help="Operate the asylum-to-settlement chain.", no_args_is_help=True)
 app.add_typer(maskinporten_app, name="maskinporten")
+status_cli.register(app)
 
 
 @app.callback()
-def _root() -> None:
-    """Operate the asylum-to-settlement chain."""
+def _root(
+    env: str = typer.Option(
+        None, "--env", help="Act on a named environment (e.g. chain_demo): its vhost, databases and settings"
+    ),
+) -> None:
+    """Operate the asylum-to-settlement chain. Configuration comes from CHAIN_* variables
+    (see the README), or from --env for the demo's and tests' environments."""
+    if env:
+        import os
+
+        from shared.config import settings
+        from sim.environment import Environment
+
+        os.environ.update({k: v for k, v in Environment(env).env().items() if k.startswith("CHAIN_")})
+        settings.cache_clear()
 
 
 @app.command()
