@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test bench bench-hop bench-allocation bench-kompetanse install services clean
+.PHONY: browser demo test bench bench-hop bench-allocation bench-kompetanse install services clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,11 @@ services:
 demo: install services
 	$(BIN)/chain demo $(ARGS)
 
-test: install services
+# The console's end-to-end test drives Debian's Chromium (installed once if missing).
+browser:
+	@bash scripts/ensure-chromium.sh
+
+test: install services browser
 	$(BIN)/pytest $(ARGS)
 
 clean:

@@ -102,6 +102,22 @@ def konsument_add(org: str = typer.Argument(..., help="The consumer's org as reg
     typer.echo(f"Then read through the kompetanse API with a Maskinporten token for {org}.")
 
 
+@app.command()
+def console(
+    host: str = typer.Option("127.0.0.1", help="Bind address (the console can redrive: keep it local or behind auth)"),
+    port: int = typer.Option(8180, help="HTTP port"),
+) -> None:
+    """Serve the operator console: the chain as a flow, live (cases per status, queues,
+    dead letters with a redrive button, outbox backlogs, throughput)."""
+    import uvicorn
+
+    from drift.console import create_console
+    from shared.config import settings
+
+    typer.echo(f"chain console on http://{host}:{port}/")
+    uvicorn.run(create_console(settings()), host=host, port=port, log_level="warning")
+
+
 @app.command("audit-verify")
 def audit_verify(batch: int = typer.Option(5000, help="Rows read per batch")) -> None:
     """Verify kompetanse's hash-chained audit log: exit 0 if intact, 1 with the first broken
