@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: browser demo test bench bench-hop bench-allocation bench-kompetanse install services clean
+.PHONY: browser demo test bench bench-hop bench-allocation bench-kompetanse bench-replay install services clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,7 +33,7 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 # Benchmarks (ratios against a baseline measured in the same run); results in bench/results/.
-bench: bench-hop bench-allocation bench-kompetanse
+bench: bench-hop bench-allocation bench-kompetanse bench-replay
 
 bench-hop: install services
 	$(BIN)/python -m bench.hop $(ARGS)
@@ -45,3 +45,6 @@ bench-allocation: install
 # The kompetanse API's audited reads (requests/s, p50/p99) against a bare FastAPI endpoint.
 bench-kompetanse: install services
 	$(BIN)/python -m bench.kompetanse $(ARGS)
+
+bench-replay: install services
+	$(BIN)/python -m bench.replay $(ARGS)

@@ -2,7 +2,7 @@
 
 import typer
 
-from drift import rebuild_cli, status_cli
+from drift import rebuild_cli, replay_cli, status_cli
 from drift.dlq_cli import app as dlq_app
 from sim.maskinporten_cli import app as maskinporten_app
 
@@ -10,6 +10,7 @@ app = typer.Typer(help="Operate the asylum-to-settlement chain.", no_args_is_hel
 app.add_typer(maskinporten_app, name="maskinporten")
 status_cli.register(app)
 rebuild_cli.register(app)
+replay_cli.register(app)
 app.add_typer(dlq_app, name="dlq")
 
 
