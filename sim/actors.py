@@ -82,6 +82,12 @@ class Simulator:
         """IMDi asks every kommune for places (anmodning); each kommune decides its places
         per group (vedtak); a few report that they cannot take new allocations now."""
         places = capacity(kommunar, self.households)
+        # Places already used this year stay used: a kommune that settled households in an
+        # earlier run (the tests share one environment) decides enough for these ones on top.
+        used = {k["kommunenummer"]: k.get("kapasitet") or {} for k in await self._get("bosetting", "/kommunar", self.imdi)}
+        places = {
+            knr: {g: n + (used.get(knr, {}).get(g) or {}).get("brukt", 0) for g, n in p.items()} for knr, p in places.items()
+        }
         asked = {knr: {g: round(n * 1.05) for g, n in p.items()} for knr, p in places.items()}
         await self._call("PUT", "bosetting", f"/anmodningar/{year}", {"kommunar": asked}, token=self.imdi)
         await asyncio.gather(*(

@@ -1,5 +1,9 @@
 """Test fixtures. Integration tests use the real RabbitMQ and PostgreSQL, isolated in the
-vhost `chain_test` and databases `chain_test_*` (dropped and recreated per session)."""
+vhost `chain_test` and databases `chain_test_*` (dropped and recreated per session).
+
+Modules share the session's chain: each runs its workload with a seed of its own (the same
+seed gives the same case ids, which the chain has already settled), and cleans up the dead
+letters it makes on purpose (`purge_dead_letters`)."""
 
 import asyncio
 import os
@@ -43,3 +47,21 @@ async def eventually(check, timeout: float = 30.0, interval: float = 0.1):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(interval)
+
+
+DLQS = ("kartlegging.dlq", "bosetting.dlq", "kompetanse.dlq", "kartlegging.mottak-inn.dlq")
+
+
+async def purge_dead_letters(env) -> None:
+    """Empty the chain's DLQs: a test that dead-letters on purpose cleans up after itself,
+    so tests that expect a healthy chain (chain status, replay, rebuild) see one."""
+    import aio_pika
+
+    connection = await aio_pika.connect(env.settings().amqp_url)
+    async with connection:
+        for name in DLQS:
+            channel = await connection.channel()
+            try:
+                await (await channel.get_queue(name, ensure=True)).purge()
+            except aio_pika.exceptions.ChannelClosed:
+                pass  # not declared (yet) in this environment

@@ -150,7 +150,10 @@ async def test_dry_run_finds_the_corruption_and_a_rebuild_restores_it(env):
     conn = await db(env, "kompetanse")
     try:
         await conn.execute("DELETE FROM profil WHERE person_id = ANY($1)", borte)
-        await conn.execute("UPDATE profil SET kommunenummer = '9999', arbeid = '[]' WHERE person_id = $1", endra)
+        await conn.execute(
+            "UPDATE profil SET kommunenummer = '9999', arbeid = '[{\"yrke\": \"korrupt\", \"sektor\": \"x\", \"ar\": 1}]' WHERE person_id = $1",
+            endra,
+        )
         await conn.execute("INSERT INTO profil (person_id) VALUES ('p-00000000000000000000')")
     finally:
         await conn.close()

@@ -17,13 +17,20 @@ from shared.envelope import CONTENT_TYPE
 from shared.publish import envelope_for, publish_envelope
 from shared.topology import EVENTS, MOTTAK_INN
 from sim.tilgang import legg_til_mottak
-from tests.conftest import eventually
+from tests.conftest import eventually, purge_dead_letters
 from tests.events import UDI, new_sak_id, vedtak
 
 pytestmark = pytest.mark.usefixtures("chain")
 
 MOTTAK = "mottak-test-1"
 SECRET = "Kari Nordmann 01019912345"
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _clean_up_dead_letters(env):
+    """This module dead-letters on purpose (a thousand malformed messages among them)."""
+    yield
+    await purge_dead_letters(env)
 
 
 @pytest.fixture(scope="module")
