@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -31,6 +32,16 @@ class MottakTilgang:
 def _ctl(*args: str) -> subprocess.CompletedProcess:
     ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     return subprocess.run([ctl, "-q", *args], capture_output=True, text=True, timeout=60)
+
+
+def _ctl_ok(*args: str, attempts: int = 3) -> None:
+    """rabbitmqctl, retried: on a loaded machine its CLI node can time out talking to the broker."""
+    for attempt in range(attempts):
+        result = _ctl(*args)
+        if result.returncode == 0:
+            return
+        time.sleep(1 + attempt)
+    raise RuntimeError(f"rabbitmqctl {args[0]} failed: {result.stderr.strip()[:200]}")
 
 
 def legg_til_mottak(cfg: Settings, mottak_id: str) -> MottakTilgang:
@@ -65,16 +76,10 @@ def _brukar(cfg: Settings, user: str, permissions: tuple[str, str, str], topic: 
     password = secrets.token_urlsafe(24)
     parts = urlsplit(cfg.amqp_url)
     vhost = parts.path[1:] or "/"
-    if _ctl("add_user", user, password).returncode != 0:
-        result = _ctl("change_password", user, password)
-        if result.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl could not create or update {user}: {result.stderr.strip()[:200]}")
-    commands = [["set_permissions", "-p", vhost, user, *permissions]]
+    if _ctl("add_user", user, password).returncode != 0:  # it exists: a new password
+        _ctl_ok("change_password", user, password)
+    _ctl_ok("set_permissions", "-p", vhost, user, *permissions)
     if topic:
-        commands.append(["set_topic_permissions", "-p", vhost, user, *topic])
-    for args in commands:
-        result = _ctl(*args)
-        if result.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {args[0]} failed: {result.stderr.strip()[:200]}")
+        _ctl_ok("set_topic_permissions", "-p", vhost, user, *topic)
     host = parts.hostname + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=f"{quote(user)}:{quote(password)}@{host}"))
