@@ -64,6 +64,9 @@ class Simulator:
         self.http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=20)
         )
+        # Other parties (IMDi's identity register, NAV, a kommune reading competence data)
+        # have connections of their own: they must not queue the case work behind them.
+        self.partar = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=10))
         self.by_sak = {h.sak_id: h for h in self.households}
         self.imdi = self.environment.token("imdi:sim-caseworker")
         self._consumer_tag = await self.queue.consume(self._on_message)
@@ -74,6 +77,7 @@ class Simulator:
             task.cancel()
         await self.queue.cancel(self._consumer_tag)
         await self.http.close()
+        await self.partar.close()
         await self.connection.close()
 
     # --- set-up and arrivals -------------------------------------------------------------
@@ -125,7 +129,8 @@ class Simulator:
         # keeps it encrypted; consumers may then look persons up by it.
         await asyncio.gather(*(
             self._call("PUT", "kompetanse", f"/identitetar/{p.person_id}",
-                       {"fodselsnummer": syntetisk_fodselsnummer(p.person_id, p.fodselsar), "skjerma": p.skjerma}, token=self.imdi)
+                       {"fodselsnummer": syntetisk_fodselsnummer(p.person_id, p.fodselsar), "skjerma": p.skjerma},
+                       token=self.imdi, session=self.partar)
             for p in h.vedtak.personar
         ))
 
@@ -179,25 +184,36 @@ class Simulator:
     async def konsument(self, org: str, formal: str) -> None:
         """An authorised consumer (NAV, a kommune): notify, then pull. It reads its own
         notification queue and fetches each notified person through the kompetanse API
-        with its Maskinporten token; the read is audited there."""
-        queue = await self.channel.get_queue(f"kompetanse.varsel.{org.split(':')[1]}", ensure=True)
+        with its Maskinporten token; the read is audited there. Runs until cancelled."""
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=20)
+        queue = await channel.get_queue(f"kompetanse.varsel.{org.split(':')[1]}", ensure=True)
         token = {"t": self.environment.maskinporten_token(org, SCOPE[org]), "at": time.monotonic()}
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            person = parse_envelope(message.body).data["person_id"]
-            if time.monotonic() - token["at"] > 60:  # Maskinporten tokens live two minutes
-                token.update(t=self.environment.maskinporten_token(org, SCOPE[org]), at=time.monotonic())
-            url = f"{self.environment.url('kompetanse')}/personar/{person}/kompetanse?formal={formal}"
-            async with self.http.get(url, headers={"Authorization": f"Bearer {token['t']}"}) as r:
-                self.counts[f"{org}:{r.status}"] += 1
-            self.counts[f"{org}:varsel"] += 1
-            await message.ack()
-
-        tag = await queue.consume(on_message)
         try:
-            await asyncio.Event().wait()
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    person = parse_envelope(message.body).data["person_id"]
+                    if time.monotonic() - token["at"] > 60:  # Maskinporten tokens live two minutes
+                        token.update(t=self.environment.maskinporten_token(org, SCOPE[org]), at=time.monotonic())
+                    url = f"{self.environment.url('kompetanse')}/personar/{person}/kompetanse?formal={formal}"
+                    async with self.partar.get(url, headers={"Authorization": f"Bearer {token['t']}"}) as r:
+                        self.counts[f"{org}:{r.status}"] += 1
+                    self.counts[f"{org}:varsel"] += 1
+                    await message.ack()
         finally:
-            await queue.cancel(tag)
+            await channel.close()
+
+    async def feeds_drained(self, *orgs: str) -> bool:
+        """Have these consumers read every notification so far?"""
+        channel = await self.connection.channel()
+        try:
+            for org in orgs:
+                queue = await channel.declare_queue(f"kompetanse.varsel.{org.split(':')[1]}", passive=True)
+                if queue.declaration_result.message_count:
+                    return False
+            return True
+        finally:
+            await channel.close()
 
     # --- reactions -----------------------------------------------------------------------
 
@@ -259,14 +275,14 @@ class Simulator:
             r.raise_for_status()
             return await r.json()
 
-    async def _call(self, method: str, service: str, path: str, body: dict, token: str | None = None) -> int:
+    async def _call(self, method: str, service: str, path: str, body: dict, token: str | None = None, session: aiohttp.ClientSession | None = None) -> int:
         """Call a service, retrying while it is unavailable (it may be restarting).
         Every call here is safe to repeat; 409 means the case has moved on already."""
         url = self.environment.url(service) + path
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         for attempt in range(600):
             try:
-                async with self.http.request(method, url, json=body, headers=headers) as response:
+                async with (session or self.http).request(method, url, json=body, headers=headers) as response:
                     status, text = response.status, await response.text()
             except (aiohttp.ClientError, TimeoutError):
                 status, text = None, ""

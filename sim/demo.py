@@ -63,9 +63,12 @@ async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "c
             arrivals.cancel()
             caseworker.cancel()
             elapsed = time.monotonic() - t0
-            await _summary(env, sim, elapsed)
-            for task in consumers:
-                task.cancel()
+            try:
+                await _summary(env, sim, elapsed)
+            finally:
+                for task in consumers:
+                    task.cancel()
+                await asyncio.gather(*consumers, return_exceptions=True)
             return sim.done and not sim.errors
     finally:
         procs.stop_all()
@@ -94,6 +97,8 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
         # Settled is settled, but kompetanse and the relays may still be catching up.
         with console.status("waiting for queues and outboxes to drain"):
             await wait_until(lambda: _drained(http, env), 120, interval=0.5)
+        with console.status("waiting for NAV and Oslo to read their notifications"):
+            await wait_until(lambda: sim.feeds_drained(NAV, OSLO), 120, interval=0.5)
         imdi = {"Authorization": f"Bearer {env.token('imdi:demo')}"}
         stats = (await http.get(env.url("bosetting") + "/statistikk", headers=imdi)).json()
         rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
