@@ -2,7 +2,7 @@
 
 import typer
 
-from drift import rebuild_cli, replay_cli, status_cli
+from drift import rapport_cli, rebuild_cli, replay_cli, status_cli
 from drift.dlq_cli import app as dlq_app
 from sim.maskinporten_cli import app as maskinporten_app
 
@@ -11,6 +11,7 @@ app.add_typer(maskinporten_app, name="maskinporten")
 status_cli.register(app)
 rebuild_cli.register(app)
 replay_cli.register(app)
+rapport_cli.register(app)
 app.add_typer(dlq_app, name="dlq")
 
 

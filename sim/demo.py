@@ -104,6 +104,7 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
         stats = (await http.get(env.url("bosetting") + "/statistikk", headers=imdi)).json()
         rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
         dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
+        kpi = await _kpi_rapport(http, env, imdi)
         nav = env.maskinporten_token(NAV, "imdi:kompetanse/nav")
         kompetanse = (await http.get(env.url("kompetanse") + "/statistikk", headers={"Authorization": f"Bearer {nav}"})).json()
 
@@ -116,6 +117,8 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
         table.add_row(status, str(row["saker"]), str(row["personar"]))
     console.print(table)
 
+    if kpi:
+        console.print(_kpi_table(kpi))
     lat = sim.latencies()
     persons = sim.persons()
     summary = Table(title="Run summary", show_header=False)
@@ -152,6 +155,33 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     console.print(summary)
     verdict = "[green]every case reached bosatt (or was withdrawn)[/]" if sim.done and not sim.errors else "[red]not every case was settled[/]"
     console.print(verdict)
+
+
+async def _kpi_rapport(http: httpx.AsyncClient, env: Environment, imdi: dict) -> dict | None:
+    """The KPIs of the month in which most of the run's households were settled (their
+    agreed settlement dates lie in the coming weeks)."""
+    idag = date.today()
+    manader = [f"{(idag.year * 12 + idag.month - 1 + i) // 12}-{(idag.month - 1 + i) % 12 + 1:02d}" for i in range(4)]
+    rapportar = [(await http.get(env.url("bosetting") + "/kpi/rapport", params={"manad": m}, headers=imdi)).json() for m in manader]
+    rapportar = [r for r in rapportar if "innan_frist" in r]
+    return max(rapportar, key=lambda r: sum(f["personar"] for f in r["bosette_per_fylke"]), default=None)
+
+
+def _kpi_table(r: dict) -> Table:
+    table = Table(title=f"KPIs for {r['manad']} (settled in the month; docs/kpi.md; `chain report --month {r['manad']}`)")
+    for col in ("group", "target", "settled", "within", "share"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for g in r["innan_frist"]:
+        andel = "-" if g["andel"] is None else f"{g['andel']:.0%}"
+        table.add_row(g["gruppe"], f"{g['mal_manader']} months", str(g["bosette"]), str(g["innan_frist"]), andel)
+    ventetid = ", ".join(
+        f"{v['verdi']} {v['snitt_manader']:.1f}/{v['median_manader']:.1f}" for v in r["ventetid"] if v["dimensjon"] == "kategori" and v["snitt_manader"] is not None
+    )
+    table.caption = (
+        f"months from vedtak to settlement, mean/median: {ventetid}; persons waiting at month end: "
+        + ", ".join(f"{k} {n}" for k, n in r["ventande"].items())
+    )
+    return table
 
 
 def _audit_verify(env: Environment) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.bosetting import handlers, store
+from services.bosetting import handlers, kpi, store
 from services.bosetting.domain import DomainError, IkkjeKommunensSak, Sak, Status
 from services.bosetting.referansedata import Tilbod
 from shared.catalogue import KapasitetRapportert, Kategori, Kommunenummer
@@ -339,6 +339,20 @@ async def anmodning(rt: RuntimeDep, _: Sakshandsamar, ar: Annotated[int, Path(ge
         raise Problem(404, "Unknown kommunenummer", ", ".join(sorted(unknown)[:20]))
     rows = [(knr, k, n) for knr, p in body.kommunar.items() for k, n in p.per_kategori().items()]
     await handlers.set_anmodning(rt, ar, rows)
+
+
+@router.get("/kpi/rapport", tags=["kpi"])
+async def kpi_rapport(
+    rt: RuntimeDep,
+    _: Sakshandsamar,
+    manad: Annotated[str, Query(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
+) -> dict:
+    """The month's KPIs (IMDi's styringsparametrar, defined in docs/kpi.md) from the KPI
+    projection: what `chain report --month` renders."""
+    async with rt.pool.acquire() as conn:
+        saker = await store.kpi_saker(conn)
+        kapasitet = await store.kapasitet_inndata(conn, int(manad[:4]))
+    return kpi.rapport(saker, manad, kapasitet)
 
 
 @router.get("/statistikk", tags=["saksbehandling"])

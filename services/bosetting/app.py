@@ -57,8 +57,9 @@ fristvakt = _every(lambda cfg: cfg.frist_interval, handlers.fristvakt, "frist_ev
 SPEC = ServiceSpec(
     name="bosetting",
     description="Settlement case lifecycle (vedtak to bosatt), kommune capacity and allocation.",
-    # Whole producers' streams are bound, so the per-case sequence has no holes.
-    bindings=("vedtak.*", "kartlegging.*", "mottak.*", "kommune.*"),
+    # Whole producers' streams are bound, so the per-case sequence has no holes. Its own
+    # bosetting.* events come back for the KPI projection (built from events, as a rebuild is).
+    bindings=("vedtak.*", "kartlegging.*", "mottak.*", "kommune.*", "bosetting.*"),
     handlers=handlers.EVENT_HANDLERS,
     routers=[router],
     startup=[load_reference_data],

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from datetime import date
 
-from services.bosetting import allokering, store
+from services.bosetting import allokering, kpi, store
 from services.bosetting.domain import DomainError, Sak, Status
 from services.bosetting.referansedata import Tilbod
 from shared.catalogue import (
@@ -120,15 +120,36 @@ async def kapasitet_rapportert(uow: UnitOfWork, envelope: Envelope, data: Kapasi
     await _rapporter(uow, data, "event")
 
 
+async def kpi_hending(uow: UnitOfWork, envelope: Envelope, data) -> None:
+    """The KPI projection: fold the event into its case's record (kpi.apply), in the same
+    transaction as the event's other effects."""
+    if not envelope.subject.startswith("sak-"):
+        return
+    sak = kpi.apply(await store.kpi_sak(uow.conn, envelope.subject), envelope, data)
+    if sak is not None:
+        await store.lagre_kpi_sak(uow.conn, sak)
+
+
+def _med_kpi(handler):
+    async def begge(uow: UnitOfWork, envelope: Envelope, data) -> None:
+        await handler(uow, envelope, data)
+        await kpi_hending(uow, envelope, data)
+
+    return begge
+
+
+# Bosetting's own events come back from the bus for the KPI projection only.
+KPI_EIGNE = ("fordelt", "avslatt", "fordeling_oppheva", "avtale_inngatt", "bosatt", "trukke")
 EVENT_HANDLERS = {
-    "vedtak.fattet": vedtak_fattet,
-    "vedtak.korrigert": vedtak_korrigert,
-    "kartlegging.fullfort": kartlegging_fullfort,
+    "vedtak.fattet": _med_kpi(vedtak_fattet),
+    "vedtak.korrigert": _med_kpi(vedtak_korrigert),
+    "kartlegging.startet": kpi_hending,
+    "kartlegging.fullfort": _med_kpi(kartlegging_fullfort),
     "kartlegging.korrigert": kartlegging_korrigert,
     "mottak.status_endret": mottak_status_endret,
     "mottak.saerlege_behov_flagga": saerlege_behov_flagga,
     "kommune.kapasitet_rapportert": kapasitet_rapportert,
-}
+} | {f"bosetting.{t}": kpi_hending for t in KPI_EIGNE}
 
 
 # --- commands from kommunar and caseworkers (HTTP) -----------------------------------

@@ -6,6 +6,7 @@ from datetime import date
 
 import asyncpg
 
+from services.bosetting import kpi
 from services.bosetting.allokering import KommuneTilstand
 from services.bosetting.domain import Person, Sak, Status
 from services.bosetting.referansedata import Kommune, Tilbod
@@ -468,3 +469,38 @@ async def statistikk(conn: asyncpg.Connection) -> dict:
         "forslag": forslag,
         "fordelingsrundar": dict(rundar),
     }
+
+
+# --- the KPI projection -------------------------------------------------------------------
+
+
+async def kpi_sak(conn: asyncpg.Connection, sak_id: str) -> "kpi.KpiSak | None":
+    data = await conn.fetchval("SELECT data FROM kpi_sak WHERE sak_id = $1 FOR UPDATE", sak_id)
+    return kpi.fra_json(json.loads(data)) if data else None
+
+
+async def lagre_kpi_sak(conn: asyncpg.Connection, sak: "kpi.KpiSak") -> None:
+    await conn.execute(
+        "INSERT INTO kpi_sak (sak_id, data) VALUES ($1, $2)"
+        " ON CONFLICT (sak_id) DO UPDATE SET data = excluded.data, endra_at = now()",
+        sak.sak_id,
+        json.dumps(kpi.til_json(sak)),
+    )
+
+
+async def kpi_saker(conn: asyncpg.Connection) -> list["kpi.KpiSak"]:
+    return [kpi.fra_json(json.loads(r["data"])) for r in await conn.fetch("SELECT data FROM kpi_sak")]
+
+
+async def kapasitet_inndata(conn: asyncpg.Connection, ar: int) -> "kpi.KapasitetInndata":
+    """Each kommune's requested (anmoda) and decided (vedtatt) places for the year, all groups."""
+    rows = await conn.fetch(
+        "SELECT k.kommunenummer, k.namn, k.fylkesnummer, k.fylke,"
+        " coalesce(sum(a.anmoda), 0) AS oppmoda, coalesce(sum(a.vedtatt), 0) AS vedtaksplassar"
+        " FROM kommune k LEFT JOIN anmodning a ON a.kommunenummer = k.kommunenummer AND a.ar = $1"
+        " GROUP BY k.kommunenummer, k.namn, k.fylkesnummer, k.fylke",
+        ar,
+    )
+    return kpi.KapasitetInndata(
+        kommunar={r["kommunenummer"]: kpi.KommuneKapasitet(**{k: v for k, v in r.items() if k != "kommunenummer"}) for r in rows}
+    )
