@@ -1,6 +1,6 @@
 """The operator console: one web page that shows the chain as a flow (cases per status,
 queue depths, dead letters with a redrive button, outbox backlogs, throughput over the
-last minutes) and refreshes itself. `chain console` serves it (127.0.0.1:8180 by default).
+last minutes, the latest month's KPIs) and refreshes itself. `chain console` serves it (127.0.0.1:8180 by default).
 
 It reads what `chain status` reads and redrives what `chain dlq redrive` redrives (the
 same functions, the same journal). A redrive must carry the header `X-Chain-Console`:
@@ -15,6 +15,8 @@ from fastapi import FastAPI, Header
 from fastapi.responses import HTMLResponse
 
 from drift import dlq, journal, status
+from services.bosetting import kpi
+from services.bosetting import store as bosetting_store
 from shared.config import Settings
 from shared.http import Problem, install_problem_handlers
 from sim.environment import SERVICES
@@ -42,6 +44,26 @@ async def gjennomstrauming(cfg: Settings) -> dict[str, list[int]]:
         per = {r["sidan"]: r["n"] for r in rows}
         ut[service] = [per.get(m, 0) for m in range(MINUTTAR - 1, -1, -1)]
     return ut
+
+
+async def kpi_no(cfg: Settings) -> dict | None:
+    """The KPIs (docs/kpi.md) of the latest month with settlements, live from bosetting's
+    KPI projection: the same figures as `chain report` for that month."""
+    try:
+        conn = await asyncpg.connect(cfg.database_url("bosetting"), timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        saker = await bosetting_store.kpi_saker(conn)
+        datoar = [s.busetjingsdato for s in saker if s.busetjingsdato]
+        if not datoar:
+            return None
+        manad = max(datoar).strftime("%Y-%m")
+        return kpi.rapport(saker, manad, await bosetting_store.kapasitet_inndata(conn, int(manad[:4])))
+    except asyncpg.PostgresError:  # not migrated yet
+        return None
+    finally:
+        await conn.close()
 
 
 def create_console(cfg: Settings) -> FastAPI:
@@ -73,6 +95,10 @@ def create_console(cfg: Settings) -> FastAPI:
         if n == 0:
             raise Problem(404, "No dead letter with this message id")
         return {"redriven": n}
+
+    @app.get("/api/kpi")
+    async def api_kpi() -> dict | None:
+        return await kpi_no(cfg)
 
     @app.get("/api/journal")
     async def api_journal() -> list[dict]:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     kommune_klass_csv: str | None = None
     kommune_folketal_csv: str | None = None
 
+    # A simulated business clock (shared/klokke.py), for compressed demo runs; unset: real time.
+    klokke: str | None = None
+
     def database_url(self, service: str) -> str:
         return f"{self.pg_url.rstrip('/')}/{self.db_prefix}{service}"
 

@@ -5,11 +5,12 @@ that caused this one) and `sequence` (per source and subject, starting at 1 and 
 by one), which lets a consumer detect gaps and hold an event until its predecessors arrive.
 """
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared import klokke
 
 CONTENT_TYPE = "application/cloudevents+json"
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -29,7 +30,8 @@ class Envelope(BaseModel):
     id: UUID = Field(default_factory=uuid4, description="Unique per event; with `source` the inbox key")
     source: str = Field(min_length=1, max_length=200, description="Producer, e.g. urn:chain:bosetting")
     type: str = Field(min_length=1, max_length=100, description="Event name; also the AMQP routing key")
-    time: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    # When it happened, in business time (shared/klokke.py: real time unless simulated).
+    time: AwareDatetime = Field(default_factory=lambda: klokke.no())
     subject: str = Subject
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str = Field(min_length=1, max_length=200)

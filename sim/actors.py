@@ -12,6 +12,7 @@ from datetime import date
 import aio_pika
 import aiohttp
 
+from shared import klokke
 from shared.catalogue import KapasitetRapportert, Kategori, MottakStatusEndret
 from shared.envelope import parse_envelope
 from shared.publish import envelope_for, publish_envelope
@@ -20,6 +21,7 @@ from sim.environment import Environment
 from sim.workload import (
     Household,
     agreed_date,
+    kartlegging_dagar,
     capacity,
     caseworker_overrides,
     correction,
@@ -100,7 +102,7 @@ class Simulator:
         ))
         for knr, _, _ in kommunar:
             if stops_taking(knr):  # as an event on the bus, as a kommune's system would
-                report = KapasitetRapportert(kommunenummer=knr, dato=date.today(), tek_imot=False, ledige_bustader=0)
+                report = KapasitetRapportert(kommunenummer=knr, dato=klokke.idag(), tek_imot=False, ledige_bustader=0)
                 await publish_envelope(self.exchange, envelope_for(report, f"kommune-{knr}", f"urn:no:kommune:{knr}", 1))
                 self.counts["stopp"] += 1
 
@@ -114,6 +116,25 @@ class Simulator:
             until = min(len(self.households), int((time.monotonic() - started) * per_second) + 1)
             await asyncio.gather(*(self._arrive(h) for h in self.households[due:until]))
             due = until
+
+    async def publish_aar(self) -> None:
+        """A compressed year: each decision is published when the business clock
+        (shared/klokke.py) reaches its date, so vedtaksdato is the day it arrives."""
+        due = 0
+        while due < len(self.households):
+            idag = klokke.idag()
+            until = due
+            while until < len(self.households) and self.households[until].vedtak.vedtaksdato <= idag:
+                until += 1
+            await asyncio.gather(*(self._arrive(h) for h in self.households[due:until]))
+            due = until
+            await asyncio.sleep(0.1)
+
+    async def _vent(self, dagar: float) -> None:
+        """Wait `dagar` of business time: nothing under the real clock (the tests), the
+        compressed equivalent under a simulated one."""
+        if fart := klokke.fart():
+            await asyncio.sleep(dagar * 86400 / fart)
 
     async def _arrive(self, h: Household) -> None:
         self.published_at[h.sak_id] = time.monotonic()
@@ -232,24 +253,16 @@ class Simulator:
         data, sak = envelope.data, household.sak_id
         match envelope.type:
             case "kartlegging.startet":
-                for person in data["personar"]:
-                    body = mapping_for(person, self.kommunenummer, data["kartleggingstype"])
-                    path = f"/kartleggingar/{sak}/personar/{person}"
-                    if household.vedtak.privatbuande:  # no mottak: the person maps themself
-                        token = self.environment.token(f"person:{person}")
-                        await self._call("POST", "kartlegging", path + "/sjolvregistrering", body, token=token)
-                    else:  # the mottak's system, or IMDi for resettlement refugees mapped abroad
-                        mottak = household.vedtak.mottak_id
-                        token = self.environment.token(f"mottak:{mottak}" if mottak else "imdi:sim-caseworker")
-                        await self._call("POST", "kartlegging", path, body, token=token)
-                    self.counts["kartlagde"] += 1
+                # The mottak maps its residents over some weeks (none under the real clock):
+                # later, in a task of its own, so the actor queue keeps flowing.
+                self._later.append(asyncio.create_task(self._kartlegg(household, data)))
             case "bosetting.fordelt":
                 knr = data["kommunenummer"]
                 self.counts["fordelt"] += 1
                 if kommune_refuses(sak, knr):
                     body = {"svar": "avslatt", "grunn": "no suitable housing available"}
                 else:
-                    body = {"svar": "akseptert", "busetjingsdato": agreed_date(date.today(), sak).isoformat()}
+                    body = {"svar": "akseptert", "busetjingsdato": agreed_date(klokke.idag(), sak).isoformat()}
                 await self._call("POST", "bosetting", f"/kommunar/{knr}/saker/{sak}/svar", body, token=self._kommune(knr))
             case "bosetting.avtale_inngatt":
                 self.counts["avtale"] += 1
@@ -266,6 +279,25 @@ class Simulator:
                     self.counts["trukke"] += 1
             case _:  # avslått, fordeling oppheva, frist nærmar / overskriden: counted
                 self.counts[envelope.type.removeprefix("bosetting.")] += 1
+
+    async def _kartlegg(self, household: Household, data: dict) -> None:
+        sak = household.sak_id
+        await self._vent(kartlegging_dagar(sak))
+        try:
+            for person in data["personar"]:
+                body = mapping_for(person, self.kommunenummer, data["kartleggingstype"])
+                path = f"/kartleggingar/{sak}/personar/{person}"
+                if household.vedtak.privatbuande:  # no mottak: the person maps themself
+                    token = self.environment.token(f"person:{person}")
+                    await self._call("POST", "kartlegging", path + "/sjolvregistrering", body, token=token)
+                else:  # the mottak's system, or IMDi for resettlement refugees mapped abroad
+                    mottak = household.vedtak.mottak_id
+                    token = self.environment.token(f"mottak:{mottak}" if mottak else "imdi:sim-caseworker")
+                    await self._call("POST", "kartlegging", path, body, token=token)
+                self.counts["kartlagde"] += 1
+        except Exception as exc:  # a rejected call is a finding of the run
+            self.counts["errors"] += 1
+            self.errors.append(f"kartlegging: {exc}"[:300])
 
     def _kommune(self, knr: str) -> str:
         return self.environment.token(f"kommune:{knr}")

@@ -35,15 +35,17 @@ def _root(
 
 @app.command()
 def demo(
-    households: int = typer.Option(2000, help="Households to run through the chain"),
+    households: int = typer.Option(1800, help="Households to run through the chain (1,800: 2023 at one tenth)"),
     seed: int = typer.Option(2023, help="Workload seed (same seed, same households)"),
-    rate: float = typer.Option(20.0, help="Vedtak per second from UDI"),
+    ar: int = typer.Option(2023, "--ar", help="Compress this year (0: decisions of the last weeks, at --rate)"),
+    sekund: float = typer.Option(150.0, "--sekund", help="Wall-clock seconds the compressed year takes"),
+    rate: float = typer.Option(20.0, help="Without a year: vedtak per second from UDI"),
     timeout: float = typer.Option(600.0, help="Give up after this many seconds"),
 ) -> None:
     """Run the whole chain live on a simulated workload and show the result."""
     from sim.demo import main
 
-    raise typer.Exit(main(households, seed, rate, timeout))
+    raise typer.Exit(main(households, seed, rate, timeout, ar, sekund))
 
 
 @app.command()

@@ -6,11 +6,12 @@ and kommunar until every household is settled. Exits 0 only if every case reache
 """
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import aio_pika
@@ -20,11 +21,14 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from drift import rapport
 from services.bosetting import referansedata
+from shared import klokke
+from shared.config import settings
 from sim.actors import NAV, OSLO, Simulator
 from sim.environment import SERVICES, Environment, wait_until
 from sim.processes import ProcessGroup
-from sim.workload import households
+from sim.workload import households, vedtaksdato_i_aret
 
 console = Console()
 
@@ -38,12 +42,24 @@ def kommunar() -> list[tuple[str, int, bool]]:
     ]
 
 
-async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "chain_demo") -> bool:
+async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "chain_demo", ar: int = 0, sekund: float = 150.0) -> bool:
+    """`ar` > 0: a compressed year, its decisions spread over the months as IMDi's are and
+    published as a simulated business clock (all processes share it) passes their dates,
+    the year taking `sekund` seconds. `ar` = 0: decisions of the last weeks at `rate` a second."""
     env = Environment(env_name)
-    workload = households(n, seed, [k for k, _, _ in kommunar()])
+    knr = [k for k, _, _ in kommunar()]
+    if ar:
+        # The year starts now: the services are up within days of it, business time.
+        os.environ["CHAIN_KLOKKE"] = klokke.spec(datetime(ar, 1, 1, tzinfo=klokke.OSLO), 365 * 86400 / sekund)
+        settings.cache_clear()
+        workload = households(n, seed, knr, idag=date(ar, 1, 1), vedtaksdato=vedtaksdato_i_aret(ar))
+        pace = f"the year {ar} compressed into {sekund:g} s (decisions follow the seasons)"
+    else:
+        workload = households(n, seed, knr)
+        pace = f"vedtak arrive at {rate:g}/s"
     console.print(
         f"[bold]Chain demo[/]: {n} households, {sum(h.persons for h in workload)} persons, seed {seed}; "
-        f"vedtak arrive at {rate:g}/s. Environment: vhost and databases '{env_name}'."
+        f"{pace}. Environment: vhost and databases '{env_name}'."
     )
     procs = ProcessGroup(env, Path("var/logs") / env_name)
     procs.check_ports()  # before the reset: never wipe the environment of a run still going
@@ -53,9 +69,9 @@ async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "c
         await procs.start_all()
         console.print(f"Services and relays up in {time.monotonic() - started:.1f}s (logs in {procs.log_dir}/)")
         async with Simulator(env, workload, kommunenummer=[k for k, _, _ in kommunar()]) as sim:
-            await sim.decide_capacity(kommunar(), date.today().year)
+            await sim.decide_capacity(kommunar(), ar or date.today().year)
             t0 = time.monotonic()
-            arrivals = asyncio.create_task(sim.publish_vedtak(rate))
+            arrivals = asyncio.create_task(sim.publish_aar() if ar else sim.publish_vedtak(rate))
             caseworker = asyncio.create_task(sim.caseworker())
             consumers = [asyncio.create_task(sim.konsument(NAV, "arbeidsretta_oppfolging")),
                          asyncio.create_task(sim.konsument(OSLO, "busetting"))]
@@ -64,7 +80,7 @@ async def run(n: int, seed: int, rate: float, timeout: float, env_name: str = "c
             caseworker.cancel()
             elapsed = time.monotonic() - t0
             try:
-                await _summary(env, sim, elapsed)
+                await _summary(env, sim, elapsed, ar)
             finally:
                 for task in consumers:
                     task.cancel()
@@ -92,7 +108,7 @@ async def _show_progress(sim: Simulator, timeout: float) -> None:
             progress.update(task, completed=sim.counts[key], total=max(n, sim.counts[key]))
 
 
-async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
+async def _summary(env: Environment, sim: Simulator, elapsed: float, ar: int) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         # Settled is settled, but kompetanse and the relays may still be catching up.
         with console.status("waiting for queues and outboxes to drain"):
@@ -104,7 +120,7 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
         stats = (await http.get(env.url("bosetting") + "/statistikk", headers=imdi)).json()
         rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
         dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
-        kpi = await _kpi_rapport(http, env, imdi)
+        kpi = await _kpi_rapport(http, env, imdi, ar)
         nav = env.maskinporten_token(NAV, "imdi:kompetanse/nav")
         kompetanse = (await http.get(env.url("kompetanse") + "/statistikk", headers={"Authorization": f"Bearer {nav}"})).json()
 
@@ -157,18 +173,28 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float) -> None:
     console.print(verdict)
 
 
-async def _kpi_rapport(http: httpx.AsyncClient, env: Environment, imdi: dict) -> dict | None:
-    """The KPIs of the month in which most of the run's households were settled (their
-    agreed settlement dates lie in the coming weeks)."""
-    idag = date.today()
-    manader = [f"{(idag.year * 12 + idag.month - 1 + i) // 12}-{(idag.month - 1 + i) % 12 + 1:02d}" for i in range(4)]
+async def _kpi_rapport(http: httpx.AsyncClient, env: Environment, imdi: dict, ar: int) -> dict | None:
+    """The KPIs of October of a compressed year (its HTML and CSV written to var/rapport/,
+    as `chain report` writes them); without a year, of the month in which most of the run's
+    households were settled (their agreed dates lie in the coming weeks)."""
+    if ar:
+        manader = [f"{ar}-10"]
+    else:
+        idag = date.today()
+        manader = [f"{(idag.year * 12 + idag.month - 1 + i) // 12}-{(idag.month - 1 + i) % 12 + 1:02d}" for i in range(4)]
     rapportar = [(await http.get(env.url("bosetting") + "/kpi/rapport", params={"manad": m}, headers=imdi)).json() for m in manader]
     rapportar = [r for r in rapportar if "innan_frist" in r]
-    return max(rapportar, key=lambda r: sum(f["personar"] for f in r["bosette_per_fylke"]), default=None)
+    beste = max(rapportar, key=lambda r: sum(f["personar"] for f in r["bosette_per_fylke"]), default=None)
+    if beste:
+        ut = Path("var/rapport")
+        ut.mkdir(parents=True, exist_ok=True)
+        (ut / f"situasjonsrapport-{beste['manad']}.html").write_text(rapport.html(beste), encoding="utf-8")
+        rapport.csv_filer(beste, ut / beste["manad"])
+    return beste
 
 
 def _kpi_table(r: dict) -> Table:
-    table = Table(title=f"KPIs for {r['manad']} (settled in the month; docs/kpi.md; `chain report --month {r['manad']}`)")
+    table = Table(title=f"KPIs for {r['manad']} (settled in the month; definitions in docs/kpi.md; report in var/rapport/)")
     for col in ("group", "target", "settled", "within", "share"):
         table.add_column(col, justify="left" if col == "group" else "right")
     for g in r["innan_frist"]:
@@ -180,6 +206,8 @@ def _kpi_table(r: dict) -> Table:
     table.caption = (
         f"months from vedtak to settlement, mean/median: {ventetid}; persons waiting at month end: "
         + ", ".join(f"{k} {n}" for k, n in r["ventande"].items())
+        + "; settled per month: "
+        + " ".join(f"{t['manad'][5:]}:{t['bosette']}" for t in r["trend"])
     )
     return table
 
@@ -225,9 +253,9 @@ async def _drained(http: httpx.AsyncClient, env: Environment) -> bool:
     return True
 
 
-def main(n: int, seed: int, rate: float, timeout: float) -> int:
+def main(n: int, seed: int, rate: float, timeout: float, ar: int = 0, sekund: float = 150.0) -> int:
     try:
-        return 0 if asyncio.run(run(n, seed, rate, timeout)) else 1
+        return 0 if asyncio.run(run(n, seed, rate, timeout, ar=ar, sekund=sekund)) else 1
     except (RuntimeError, TimeoutError) as exc:  # set-up failed: say why, without a traceback
         console.print(f"[red]demo could not run:[/] {exc}")
         return 2

@@ -99,8 +99,28 @@ def _vedtaksdato(rng: random.Random, idag: date) -> date:
     return idag - timedelta(days=age)
 
 
-def households(n: int, seed: int, kommunar: list[str], idag: date | None = None) -> list[Household]:
+# Arrivals of decisions per month in a year (DOMAIN.md: peaks in spring and autumn, a dip
+# in July, a surge from week 36), as shares of the year.
+SESONG = (0.075, 0.080, 0.090, 0.092, 0.088, 0.080, 0.050, 0.070, 0.095, 0.105, 0.098, 0.077)
+
+
+def vedtaksdato_i_aret(ar: int):
+    """Decision dates spread over the year `ar` by the seasonal pattern (for `households`)."""
+
+    def dato(rng: random.Random, _idag: date) -> date:
+        manad = rng.choices(range(1, 13), weights=SESONG)[0]
+        start = date(ar, manad, 1)
+        dagar = ((date(ar + manad // 12, manad % 12 + 1, 1)) - start).days
+        return start + timedelta(days=rng.randrange(dagar))
+
+    return dato
+
+
+def households(n: int, seed: int, kommunar: list[str], idag: date | None = None, vedtaksdato=None) -> list[Household]:
+    """`n` households, sorted by decision date: by default decided in the weeks before
+    `idag` (with a backlog tail); `vedtaksdato_i_aret(ar)` spreads them over a year instead."""
     idag = idag or date.today()
+    vedtaksdato = vedtaksdato or _vedtaksdato
     rng = random.Random(seed)
     result = []
     for i in range(n):
@@ -121,7 +141,7 @@ def households(n: int, seed: int, kommunar: list[str], idag: date | None = None)
             kategori=kategori,
             sakstype=sakstype,
             vedtakstype="innreiseloyve" if sakstype == Sakstype.overforing else "opphald",
-            vedtaksdato=_vedtaksdato(rng, idag),
+            vedtaksdato=vedtaksdato(rng, idag),
             mottak_id=None if private or sakstype == Sakstype.overforing else f"mottak-{rng.randint(1, 40):02d}",
             privatbuande=private,
             bustadkommune=rng.choice(kommunar) if private else None,
@@ -140,6 +160,11 @@ def _fraction(*parts: str) -> float:
 
 def kommune_refuses(sak_id: str, kommunenummer: str) -> bool:
     return _fraction("refuse", sak_id, kommunenummer) < REFUSAL_RATE
+
+
+def kartlegging_dagar(sak_id: str) -> float:
+    """Days the mottak takes to map a household's residents (one to five weeks)."""
+    return 7 + _fraction("kartlegging", sak_id) * 28
 
 
 def agreed_date(idag: date, sak_id: str) -> date:

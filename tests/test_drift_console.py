@@ -75,6 +75,8 @@ async def test_the_console_shows_the_chain_and_redrives_a_fixed_dead_letter(env)
             # the flow and the cases, as the databases have them
             await expect(page.locator('[data-service="bosetting"] h3')).to_have_text("bosetting")
             await expect(page.locator("#saker")).to_contain_text(f"bosatt{saker}")
+            # the KPIs of the latest month with settlements, from bosetting's projection
+            await expect(page.locator("#kpi")).to_contain_text("vaksen_mottak")
             # the dead letter, with its reason, and the health banner says so
             row = page.locator("#dlq tr", has_text=f"kommune-{NY_KOMMUNE}")
             await expect(row).to_contain_text("unknown kommunenummer", timeout=20_000)

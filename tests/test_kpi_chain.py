@@ -28,6 +28,11 @@ async def test_the_kpi_report_agrees_with_the_cases_and_renders(env, tmp_path):
         # the projection catches up from bosetting's own events on the bus
         await eventually(lambda: _projected(conn, ids, len(rows)))
         alle = await conn.fetch("SELECT busetjingsdato, jsonb_array_length(personar) AS tal_personar FROM sak WHERE status = 'bosatt'")
+        # every record saw its vedtak, whichever producer's event came first (no lost update)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM kpi_sak WHERE sak_id = ANY($1) AND (data->>'sakstype' IS NULL OR data->'statusar'->0->>0 NOT IN ('under_kartlegging', 'fordelingsklar'))",
+            ids,
+        ) == 0
     finally:
         await conn.close()
     per_manad = Counter()

@@ -16,6 +16,7 @@ from services.bosetting import handlers, kpi, store
 from services.bosetting.domain import DomainError, IkkjeKommunensSak, Sak, Status
 from services.bosetting.referansedata import Tilbod
 from shared.catalogue import KapasitetRapportert, Kategori, Kommunenummer
+from shared import klokke
 from shared.http import Problem
 from shared.service import Runtime, caller, current_runtime
 
@@ -100,7 +101,7 @@ class HushaldUt(SakUt):
 
     @classmethod
     def of(cls, sak: Sak, idag: date | None = None) -> "HushaldUt":
-        idag = idag or date.today()
+        idag = idag or klokke.idag()
         synlege = [p for p in sak.personar if not p.skjerma]
         return cls(
             **SakUt.of(sak).model_dump(),
@@ -307,14 +308,14 @@ async def stadfest(rt: RuntimeDep, who: Sakshandsamar, body: Stadfesting):
 @router.post("/saker/{sak_id}/overstyring", response_model=SakUt, tags=["saksbehandling"])
 async def overstyr(rt: RuntimeDep, who: Sakshandsamar, sak_id: SakIdPath, body: Overstyring):
     """Allocate to another kommune than proposed; the reason is logged. Hard constraints hold."""
-    return SakUt.of(await _run(handlers.overstyr(rt, sak_id, body.kommunenummer, body.grunn, who, date.today())))
+    return SakUt.of(await _run(handlers.overstyr(rt, sak_id, body.kommunenummer, body.grunn, who, klokke.idag())))
 
 
 @router.get("/saker/{sak_id}/kvifor-ikkje/{kommunenummer}", tags=["saksbehandling"])
 async def kvifor_ikkje(rt: RuntimeDep, _: Sakshandsamar, sak_id: SakIdPath, kommunenummer: KommunePath) -> dict:
     """Why a kommune was not proposed for this case: a hard constraint, a lower score (and
     the terms that differ most), or places worth more to other households (shadow price)."""
-    return await _run(handlers.kvifor_ikkje(rt, sak_id, kommunenummer, date.today()))
+    return await _run(handlers.kvifor_ikkje(rt, sak_id, kommunenummer, klokke.idag()))
 
 
 @router.post("/fordelingsrundar", tags=["saksbehandling"])

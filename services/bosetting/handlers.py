@@ -19,6 +19,7 @@ from shared.catalogue import (
     VedtakFattet,
     VedtakKorrigert,
 )
+from shared import klokke
 from shared.envelope import Envelope
 from shared.outbox import UnitOfWork, unit_of_work
 from shared.river import NotReady, Rejected
@@ -302,7 +303,7 @@ async def fordel(rt: Runtime, idag: date | None = None) -> int:
     """One allocation batch: the optimiser (or the greedy baseline) proposes a kommune for
     every fordelingsklar household without a proposal, and each proposal reserves its
     places. Returns how many proposals were made."""
-    idag = idag or date.today()
+    idag = idag or klokke.idag()
     async with unit_of_work(rt.pool, rt.source) as uow:
         saker = await store.fordelingsklare_saker(uow.conn, rt.settings.allocation_batch)
         if not saker:
@@ -348,7 +349,7 @@ async def fristvakt(rt: Runtime, idag: date | None = None, batch: int = 500) -> 
     """Emit the deadline events that are due. Each is decided under the sak's row lock in
     the same transaction as its outbox row and the sak's flag, so it is emitted once, even
     across restarts and with several replicas (they skip each other's locked rows)."""
-    idag = idag or date.today()
+    idag = idag or klokke.idag()
     async with unit_of_work(rt.pool, rt.source) as uow:
         saker = await store.saker_med_frist_no(uow.conn, idag, rt.settings.frist_varsel_dagar, batch)
         emitted = 0
@@ -363,7 +364,7 @@ async def fristvakt(rt: Runtime, idag: date | None = None, batch: int = 500) -> 
 async def _rapporter(uow: UnitOfWork, data: KapasitetRapportert, kjelde: str) -> None:
     await store.add_rapport(uow.conn, data.kommunenummer, data.model_dump(), kjelde)  # dates as dates (asyncpg)
     if data.vedtaksplassar is not None and data.ar is not None:
-        await store.set_vedtak(uow.conn, data.ar, data.kommunenummer, data.vedtaksplassar, data.ar == date.today().year)
+        await store.set_vedtak(uow.conn, data.ar, data.kommunenummer, data.vedtaksplassar, data.ar == klokke.idag().year)
 
 
 async def rapporter(rt: Runtime, data: KapasitetRapportert) -> None:
@@ -373,7 +374,7 @@ async def rapporter(rt: Runtime, data: KapasitetRapportert) -> None:
 
 async def set_vedtak(rt: Runtime, ar: int, kommunenummer: str, plassar: dict[Kategori, int]) -> None:
     async with unit_of_work(rt.pool, rt.source) as uow:
-        await store.set_vedtak(uow.conn, ar, kommunenummer, plassar, ar == date.today().year)
+        await store.set_vedtak(uow.conn, ar, kommunenummer, plassar, ar == klokke.idag().year)
 
 
 async def set_anmodning(rt: Runtime, ar: int, rows: list[tuple[str, Kategori, int]]) -> None:

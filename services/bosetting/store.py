@@ -475,8 +475,12 @@ async def statistikk(conn: asyncpg.Connection) -> dict:
 
 
 async def kpi_sak(conn: asyncpg.Connection, sak_id: str) -> "kpi.KpiSak | None":
-    data = await conn.fetchval("SELECT data FROM kpi_sak WHERE sak_id = $1 FOR UPDATE", sak_id)
-    return kpi.fra_json(json.loads(data)) if data else None
+    """The case's KPI record, locked. A case's events come from several producers and are
+    applied concurrently: the placeholder row makes the second wait for the first (without
+    it both would start from nothing, and the later write would drop the earlier event)."""
+    await conn.execute("INSERT INTO kpi_sak (sak_id, data) VALUES ($1, 'null') ON CONFLICT DO NOTHING", sak_id)
+    data = json.loads(await conn.fetchval("SELECT data FROM kpi_sak WHERE sak_id = $1 FOR UPDATE", sak_id))
+    return kpi.fra_json(data) if data else None
 
 
 async def lagre_kpi_sak(conn: asyncpg.Connection, sak: "kpi.KpiSak") -> None:
@@ -489,7 +493,7 @@ async def lagre_kpi_sak(conn: asyncpg.Connection, sak: "kpi.KpiSak") -> None:
 
 
 async def kpi_saker(conn: asyncpg.Connection) -> list["kpi.KpiSak"]:
-    return [kpi.fra_json(json.loads(r["data"])) for r in await conn.fetch("SELECT data FROM kpi_sak")]
+    return [kpi.fra_json(json.loads(r["data"])) for r in await conn.fetch("SELECT data FROM kpi_sak WHERE data != 'null'")]
 
 
 async def kapasitet_inndata(conn: asyncpg.Connection, ar: int) -> "kpi.KapasitetInndata":
