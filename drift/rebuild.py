@@ -60,6 +60,7 @@ import aio_pika
 import asyncpg
 
 from drift import journal
+from services.bosetting import handlers as bosetting
 from services.kompetanse import handlers as kompetanse
 from shared.catalogue import EventData, parse_data
 from shared.config import Settings
@@ -103,6 +104,15 @@ PROJEKSJONAR = {
         klokke=("endra_at",),
         bevar="INSERT INTO {ny} (person_id, skjerma) SELECT person_id, true FROM {live} WHERE skjerma"
         " ON CONFLICT (person_id) DO UPDATE SET skjerma = true",
+    ),
+    # Bosetting's KPI projection (docs/kpi.md): folded from the vedtak and mapping events
+    # and from bosetting's own events, which it consumes back for this.
+    "kpi": Projeksjon(
+        "bosetting",
+        "kpi_sak",
+        "sak_id",
+        {t: bosetting.kpi_hending for t in bosetting.KPI_TYPAR},
+        klokke=("endra_at",),
     ),
 }
 

@@ -151,6 +151,8 @@ EVENT_HANDLERS = {
     "mottak.saerlege_behov_flagga": saerlege_behov_flagga,
     "kommune.kapasitet_rapportert": kapasitet_rapportert,
 } | {f"bosetting.{t}": kpi_hending for t in KPI_EIGNE}
+# The events the KPI projection folds (what `chain rebuild kpi` replays).
+KPI_TYPAR = ("vedtak.fattet", "vedtak.korrigert", "kartlegging.startet", "kartlegging.fullfort", *(f"bosetting.{t}" for t in KPI_EIGNE))
 
 
 # --- commands from kommunar and caseworkers (HTTP) -----------------------------------
