@@ -87,11 +87,14 @@ async def test_replay_to_a_partner_queue_carries_exactly_the_matching_events(env
     outbox = await _outbox(env, "bosetting", "bosetting.bosatt")
     assert len(outbox) >= len(saker)
     result = await replay(cfg, target=PARTNER, types=["bosetting.bosatt"])
-    assert (result.matched, result.published) == (len(outbox), len(outbox))
+    # A relay killed between publishing and marking a row (test_chain's SIGKILL test) publishes
+    # it again: the stream then holds the event twice, and so does the replay (at least once;
+    # the consumer's inbox absorbs the copy).
+    assert result.matched == result.published >= len(outbox)
     messages = await _drain(partner)
     # the same events, byte for byte, with their properties and the replay's mark
     assert {m.message_id: m.body.decode() for m in messages} == outbox
-    assert len(messages) == len(outbox)
+    assert len(messages) == result.published
     for m in messages:
         assert m.type == "bosetting.bosatt" and m.content_type == "application/cloudevents+json"
         assert m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
