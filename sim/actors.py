@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
 
 import aio_pika
 import aiohttp

@@ -114,8 +114,7 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float, ar: int) ->
         with console.status("waiting for queues and outboxes to drain"):
             await wait_until(lambda: _drained(http, env), 120, interval=0.5)
         with console.status("waiting for NAV and Oslo to read their notifications"):
-            await wait_until(lambda: sim.feeds_drained(NAV, OSLO), 120, interval=0.5)
-            await wait_until(lambda: _settled(sim), 30, interval=1.0)  # the last, prefetched ones too
+            await wait_until(lambda: _consumers_done(sim), 120, interval=0.1)
         imdi = {"Authorization": f"Bearer {env.token('imdi:demo')}"}
         stats = (await http.get(env.url("bosetting") + "/statistikk", headers=imdi)).json()
         rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
@@ -228,15 +227,12 @@ def _rounds(rounds: list[dict]) -> str:
     return f"{len(rounds)} batches, {proposed} proposals, largest proven gap {worst_gap:.2%}, slowest solve {slowest:.2f}s"
 
 
-_last_counts: dict = {}
-
-
-async def _settled(sim: Simulator) -> bool:
-    """The consumers' counts did not move since the last look (a queue's depth leaves out
-    the messages a consumer holds unacknowledged)."""
-    now = {k: v for k, v in sim.counts.items() if k.startswith(("0192:",))}
-    settled, _last_counts["v"] = now == _last_counts.get("v"), now
-    return settled
+async def _consumers_done(sim: Simulator) -> bool:
+    """NAV and Oslo have read every notification: their queues are empty and their counts
+    stand still for a second (a queue's depth leaves out what a consumer holds unacked)."""
+    before = dict(sim.counts)
+    await asyncio.sleep(1.0)
+    return await sim.feeds_drained(NAV, OSLO) and dict(sim.counts) == before
 
 
 async def _drained(http: httpx.AsyncClient, env: Environment) -> bool:

@@ -87,7 +87,7 @@ async def test_replay_to_a_partner_queue_carries_exactly_the_matching_events(env
     outbox = await _outbox(env, "bosetting", "bosetting.bosatt")
     assert len(outbox) >= len(saker)
     result = await replay(cfg, target=PARTNER, types=["bosetting.bosatt"])
-    # A relay killed between publishing and marking a row (test_chain's SIGKILL test) publishes
+    # A relay killed between publishing and marking a row (as test_chain's SIGKILL test can) publishes
     # it again: the stream then holds the event twice, and so does the replay (at least once;
     # the consumer's inbox absorbs the copy).
     assert result.matched == result.published >= len(outbox)

@@ -9,7 +9,6 @@ import contextlib
 import json
 import random
 from pathlib import Path
-from uuid import uuid4
 
 import aio_pika
 import asyncpg
