@@ -120,6 +120,7 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float, ar: int) ->
         rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
         dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
         kpi = await _kpi_rapport(http, env, imdi, ar)
+        kommunar_etter = (await http.get(env.url("bosetting") + "/kommunar", headers=imdi)).json()
         nav = env.maskinporten_token(NAV, "imdi:kompetanse/nav")
         kompetanse = (await http.get(env.url("kompetanse") + "/statistikk", headers={"Authorization": f"Bearer {nav}"})).json()
 
@@ -145,6 +146,7 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float, ar: int) ->
     summary.add_row("corrections by UDI", f"{sim.counts['korrigert']} ({sim.counts['fordeling_oppheva']} pending allocations cancelled)")
     summary.add_row("withdrawn", str(sim.counts["trukke"]))
     summary.add_row("kommunar not taking new allocations", str(sim.counts["stopp"]))
+    summary.add_row("places (kommunar's decisions)", _plassar(sim, kommunar_etter))
     summary.add_row("deadline events", f"{sim.counts['frist_naermar']} frist nærmar, {sim.counts['frist_overskriden']} frist overskriden")
     summary.add_row("persons mapped before settlement", f"{dekning['kartlagde']} of {dekning['personar']} to be mapped")
     fullstendig = dekning.get("fullstendigheit", {})
@@ -209,6 +211,21 @@ def _kpi_table(r: dict) -> Table:
         + " ".join(f"{t['manad'][5:]}:{t['bosette']}" for t in r["trend"])
     )
     return table
+
+
+def _plassar(sim: Simulator, kommunar: list[dict]) -> str:
+    """Places requested, decided and used over the run, against IMDi's 2023 (DOMAIN.md)."""
+    decided = sum(c["plassar"] for k in kommunar for c in k["kapasitet"].values())
+    used = sum(c["brukt"] for k in kommunar for c in k["kapasitet"].values())
+    asked = sim.counts["oppmoda"] + sim.counts["tilleggsplassar"]
+    extra = (
+        f"; IMDi asked again {sim.counts['tilleggsoppmoding']} times, for {sim.counts['tilleggsplassar']} places in all"
+        if sim.counts["tilleggsoppmoding"] else ""
+    )
+    return (
+        f"{asked} requested, {decided} decided ({decided / max(1, asked):.0%}; 2023: 95%), "
+        f"{used} used ({used / max(1, decided):.0%}; 2023: 93%){extra}"
+    )
 
 
 def _audit_verify(env: Environment) -> str:

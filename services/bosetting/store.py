@@ -126,7 +126,7 @@ async def saker_med_frist_no(conn: asyncpg.Connection, idag: date, varsel_dagar:
 async def list_saker(conn, status: Status | None, kommunenummer: str | None, limit: int, offset: int = 0):
     return await conn.fetch(
         "SELECT sak_id, reg_nummer, kategori, sakstype, status, kommunenummer, busetjingsdato, vedtaksdato, frist,"
-        " jsonb_array_length(personar) AS tal_personar FROM sak"
+        " jsonb_array_length(personar) AS tal_personar, avslatt_av FROM sak"
         " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kommunenummer = $2)"
         " ORDER BY vedtaksdato, sak_id LIMIT $3 OFFSET $4",
         status.value if status else None,
