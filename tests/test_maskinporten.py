@@ -3,6 +3,7 @@ signatures (no mocks): every way a token is refused has its own reason."""
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -104,6 +105,41 @@ async def test_rotation_in_files_keeps_old_tokens_valid(katalog, verifikator):
     fersk = Verifikator({DEV_UTFERDAR: (katalog / "jwks.json").as_uri()}, AUD)  # file:// URL
     assert (await fersk.verifiser(gammal)).org == ORG
     assert (await fersk.verifiser(ny)).org == ORG
+
+
+def _counting(verifikator: Verifikator, monkeypatch) -> list[str]:
+    """Record each full check (signature and claims) the verifikator makes."""
+    calls, real = [], verifikator._verifiser
+
+    async def counted(tok):
+        calls.append(tok)
+        return await real(tok)
+
+    monkeypatch.setattr(verifikator, "_verifiser", counted)
+    return calls
+
+
+async def test_a_verified_token_is_checked_again_after_a_minute(katalog, verifikator, monkeypatch):
+    calls = _counting(verifikator, monkeypatch)
+    tok = token(katalog)
+    for _ in range(3):
+        assert (await verifikator.verifiser(tok)).org == ORG
+    assert len(calls) == 1
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + Verifikator.GODKJEND_SEKUND + 1)
+    await verifikator.verifiser(tok)
+    assert len(calls) == 2
+
+
+async def test_a_remembered_token_is_checked_again_once_expired(katalog, verifikator, monkeypatch):
+    calls = _counting(verifikator, monkeypatch)
+    now = int(time.time())
+    tok = token(katalog, extra={"iat": now - 60, "exp": now + 5})
+    await verifikator.verifiser(tok)
+    monkeypatch.setattr(time, "time", lambda: now + 6)
+    with contextlib.suppress(TokenAvvist):
+        await verifikator.verifiser(tok)
+    assert len(calls) == 2
 
 
 # Refused, each with its reason ----------------------------------------------------------

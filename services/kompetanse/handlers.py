@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.kompetanse import identitet, store
+from services.kompetanse import identitet, revisor, store
 from services.kompetanse.domain import Profil, tom, varsel
 from services.kompetanse.policy import Avslag, Policyar, Tilgang, last
 from shared.catalogue import (
@@ -130,14 +130,15 @@ async def finn_person(rt: Runtime, fnr: str) -> str | None:
 
 
 async def les_profil(rt: Runtime, tilgang: Tilgang, person_id: str | None, formal: str, request_id: UUID) -> dict | None:
-    """One consumer's read of one person under its policy, recorded in the audit log in the
-    same transaction (no read goes unlogged, refusals included). None: unknown, protected,
-    or nothing in the fields the policy grants (all answered alike). Raises Avslag, after
-    its entry is committed, when the policy refuses."""
+    """One consumer's read of one person under its policy, answered only once its entry in
+    the audit log is committed (no read goes unlogged, refusals included; entries of
+    concurrent reads share a commit, see revisor.py). None: unknown, protected, or nothing
+    in the fields the policy grants (all answered alike). Raises Avslag, after its entry is
+    committed, when the policy refuses."""
     avslag, vist = None, None
-    async with rt.pool.acquire() as conn, conn.transaction():
+    felt = tilgang.policy.felt
+    async with rt.pool.acquire() as conn:
         profil = await store.get_profil(conn, person_id, for_update=False) if person_id else None
-        felt = tilgang.policy.felt
         try:
             tilgang.sjekk_formal(formal)
             if profil is not None and not profil.skjerma:
@@ -145,13 +146,14 @@ async def les_profil(rt: Runtime, tilgang: Tilgang, person_id: str | None, forma
                 vist = profil.vis(felt, await _fnr(conn, person_id) if "fodselsnummer" in felt else None)
         except Avslag as refused:
             avslag = refused
-            await _revider(conn, tilgang, person_id, [], formal, request_id, f"refused: {refused.grunn}"[:200])
-        else:
-            if vist is not None and any(not tom(v) for k, v in vist.items() if k != "person_id"):
-                await _revider(conn, tilgang, person_id, list(felt), formal, request_id, "served")
-            else:
-                vist = None
-                await _revider(conn, tilgang, person_id, [], formal, request_id, "skjerma" if profil and profil.skjerma else "not_found")
+    if avslag:
+        utfall, vist_felt = f"refused: {avslag.grunn}"[:200], []
+    elif vist is not None and any(not tom(v) for k, v in vist.items() if k != "person_id"):
+        utfall, vist_felt = "served", list(felt)
+    else:
+        vist = None
+        utfall, vist_felt = ("skjerma" if profil and profil.skjerma else "not_found"), []
+    await revisor.for_pool(rt.pool).logg(_oppforing(tilgang, person_id, vist_felt, formal, request_id, utfall))
     if avslag:
         raise avslag
     return vist
@@ -162,15 +164,14 @@ async def _fnr(conn: asyncpg.Connection, person_id: str) -> str | None:
     return identitet.dekrypter(nokkelsett(), blob, person_id) if blob else None
 
 
-async def _revider(conn, tilgang: Tilgang, person_id, felt, formal, request_id, utfall) -> None:
-    await store.log_access(
-        conn,
-        tilgang.konsument.org,
-        person_id or "-",
-        felt,
-        formal,
-        request_id,
-        utfall,
-        konsument_org=tilgang.konsument.org,
-        klient=tilgang.klient.klient_id,
-    )
+def _oppforing(tilgang: Tilgang, person_id, felt, formal, request_id, utfall) -> dict:
+    """An audit entry (store.log_accesses)."""
+    return {
+        "konsument_org": tilgang.konsument.org,
+        "klient": tilgang.klient.klient_id,
+        "person_id": person_id or "-",
+        "felt": felt,
+        "formal": formal,
+        "request_id": request_id,
+        "utfall": utfall,
+    }

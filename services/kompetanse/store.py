@@ -1,6 +1,8 @@
 """Kompetanse's SQL: profiles and the hash-chained audit log of accesses."""
 
 import json
+from collections.abc import Mapping
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -95,32 +97,37 @@ async def log_access(
     konsument_org: str | None = None,
     klient: str | None = None,
 ) -> int:
-    """Append one access to the hash-chained audit log; its seq. Call it inside the reading
-    transaction: the chain head stays locked until that commits, so appends are serialised
-    (no fork, no hole in seq) and a read that rolls back leaves no entry."""
+    """Append one access to the hash-chained audit log; its seq (see `log_accesses`)."""
+    entry = {
+        "konsument_org": konsument_org or konsument,
+        "klient": klient or konsument,
+        "person_id": person_id,
+        "felt": list(felt),
+        "formal": formal,
+        "request_id": request_id,
+        "utfall": utfall,
+    }
+    return (await log_accesses(conn, [entry]))[0]
+
+
+async def log_accesses(conn: asyncpg.Connection, entries: list[Mapping[str, Any]]) -> list[int]:
+    """Append accesses, in order, to the hash-chained audit log; their seqs. Call it inside
+    a transaction: the chain head stays locked until that commits, so appends are
+    serialised (no fork, no hole in seq) and a rollback leaves no entry."""
     hode = await conn.fetchrow("SELECT seq, hash FROM revisjonslogg_hode WHERE id = 1 FOR UPDATE")
     tid = await conn.fetchval("SELECT clock_timestamp()")  # after the lock: tid follows seq
-    row = revisjon.chained(
-        {
-            "tid": tid,
-            "konsument_org": konsument_org or konsument,
-            "klient": klient or konsument,
-            "person_id": person_id,
-            "felt": list(felt),
-            "formal": formal,
-            "request_id": request_id,
-            "utfall": utfall,
-        },
-        hode["seq"],
-        hode["hash"],
+    seq, forrige, rows = hode["seq"], hode["hash"], []
+    for entry in entries:
+        row = revisjon.chained({"tid": tid, **entry}, seq, forrige)
+        rows.append(tuple(row[k] for k in REVISJON_KOLONNAR))
+        seq, forrige = row["seq"], row["hash"]
+    await conn.executemany(
+        "INSERT INTO revisjonslogg (" + ", ".join(REVISJON_KOLONNAR) + ")"
+        " VALUES (" + ", ".join(f"${i + 1}" for i in range(len(REVISJON_KOLONNAR))) + ")",
+        rows,
     )
-    await conn.execute(
-        "WITH ny AS (INSERT INTO revisjonslogg (" + ", ".join(REVISJON_KOLONNAR) + ")"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq, hash)"
-        " UPDATE revisjonslogg_hode h SET seq = ny.seq, hash = ny.hash FROM ny WHERE h.id = 1",
-        *(row[k] for k in REVISJON_KOLONNAR),
-    )
-    return row["seq"]
+    await conn.execute("UPDATE revisjonslogg_hode SET seq = $1, hash = $2 WHERE id = 1", seq, forrige)
+    return [r[REVISJON_KOLONNAR.index("seq")] for r in rows]
 
 
 async def revisjon_hode(conn: asyncpg.Connection) -> tuple[int, str]:
