@@ -184,6 +184,36 @@ async def test_concurrent_reads_keep_one_unbroken_chain(k):
     assert await k.verify() is None
 
 
+async def test_concurrent_reads_share_commits(k, monkeypatch):
+    batches = []
+    real = store.log_accesses
+
+    async def counted(conn, entries):
+        batches.append(len(entries))
+        return await real(conn, entries)
+
+    monkeypatch.setattr(store, "log_accesses", counted)
+    person = await k.profil()
+    await asyncio.gather(*(k.les(person, f"formal {i}") for i in range(40)))
+    assert sum(batches) == 40 and len(batches) < 40  # group commit, every entry written once
+    assert await k.verify() is None
+
+
+async def test_no_answer_when_the_audit_entry_cannot_be_committed(k, monkeypatch):
+    person = await k.profil()
+
+    async def broken(conn, entries):
+        raise asyncpg.PostgresConnectionError("the database went away")
+
+    monkeypatch.setattr(store, "log_accesses", broken)
+    results = await asyncio.gather(*(k.les(person) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, asyncpg.PostgresConnectionError) for r in results)  # nothing served unlogged
+    monkeypatch.undo()
+    await k.les(person)
+    assert [r["seq"] for r in await k.rader()] == [1]
+    assert await k.verify() is None
+
+
 async def test_a_read_that_rolls_back_leaves_no_entry_and_no_hole(k):
     person = await k.profil()
     await k.les(person)
