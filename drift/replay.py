@@ -26,7 +26,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -37,7 +37,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.header import ContentHeader
 from pydantic import ValidationError
 
-from drift import journal
+from drift import journal, partner
 from shared.config import Settings
 from shared.envelope import Envelope, parse_envelope
 from shared.topology import EVENTLOG
@@ -52,7 +52,10 @@ MAX_IN_FLIGHT = 1000  # published, awaiting the broker's confirm; beyond this th
 SLACK = timedelta(minutes=1)
 IDLE = 5.0  # no delivery for this long: the stream has nothing more for us (since > last event)
 PROBE_IDLE = 0.25  # the last chunk arrives at once; a pause means we have seen its end
-PARTNER_PREFIXES = ("kompetanse.varsel.", "partner.")
+# A partner's queue gets only what it is bound to (drift/partner.py); a kompetanse consumer's
+# notification queue is not a target at all: its headers routing decides, per person and
+# policy, what that consumer may know, and a replay would bypass it.
+PARTNER_PREFIX = "partner."
 
 Progress = Callable[[int, int], None]
 
@@ -114,15 +117,30 @@ def allowed(target: str) -> bool:
     """A service's queue or a partner's queue; never the stream, a DLQ or a retry queue."""
     if target in SERVICES:
         return True
-    partner = any(target.startswith(p) and len(target) > len(p) for p in PARTNER_PREFIXES)
+    partner = target.startswith(PARTNER_PREFIX) and len(target) > len(PARTNER_PREFIX)
     return partner and not target.endswith(".dlq") and ".retry." not in target
+
+
+def entitled_types(cfg: Settings, target: str, types: frozenset[str]) -> frozenset[str]:
+    """The types a replay may carry to `target`: for a partner's queue, only those it is
+    bound to on the events exchange (its entitlement); asking for others is refused."""
+    if not target.startswith(PARTNER_PREFIX):
+        return types
+    bound = frozenset(partner.bound_events(cfg, target))
+    if not bound:
+        raise Refused(f"{target!r} is bound to no event: nothing may be replayed to it")
+    if not types:
+        return bound
+    if types - bound:
+        raise Refused(f"{target!r} is not entitled to {', '.join(sorted(types - bound))}")
+    return types
 
 
 async def check_target(connection: AbstractConnection, target: str) -> None:
     if not allowed(target):
         raise RefusedTarget(
             f"refusing to replay to {target!r}: only a service queue ({', '.join(SERVICES)}) or a partner"
-            f" queue ({', '.join(p + '*' for p in PARTNER_PREFIXES)}), never the event log, a DLQ or a retry queue"
+            f" queue ({PARTNER_PREFIX}*), never the event log, a DLQ, a retry queue or a consumer's notifications"
         )
     channel = await connection.channel()  # a failed passive declare closes its channel
     try:
@@ -162,6 +180,7 @@ async def replay(
     connection = await aiormq.connect(cfg.amqp_url)
     try:
         await check_target(connection, target)
+        filt = replace(filt, types=entitled_types(cfg, target, filt.types))
         if dry_run:
             await _run(connection, filt, result, progress)
             return result

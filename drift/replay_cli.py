@@ -23,7 +23,7 @@ def _moment(value: str | None, name: str) -> datetime | None:
 
 def replay(
     to: str = typer.Option(
-        ..., "--to", help="Target queue: a service's (kartlegging, bosetting, kompetanse) or a partner's (kompetanse.varsel.<org>, partner.<name>)"
+        ..., "--to", help="Target queue: a service's (kartlegging, bosetting, kompetanse) or a partner's (partner.<name>; only the events it is bound to)"
     ),
     since: str | None = typer.Option(
         None, help="Only events from this time on (ISO 8601, e.g. 2024-05-01T08:00+02:00; without an offset: UTC)"

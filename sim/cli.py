@@ -4,6 +4,7 @@ import typer
 
 from drift import rapport_cli, rebuild_cli, replay_cli, status_cli
 from drift.dlq_cli import app as dlq_app
+from drift.partner import app as partner_app
 from sim.maskinporten_cli import app as maskinporten_app
 
 app = typer.Typer(help="Operate the asylum-to-settlement chain.", no_args_is_help=True)
@@ -13,6 +14,7 @@ rebuild_cli.register(app)
 replay_cli.register(app)
 rapport_cli.register(app)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(partner_app, name="partner")
 
 
 @app.callback()

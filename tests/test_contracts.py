@@ -2,8 +2,11 @@
 redaction that keeps fødselsnummer-like values out of the logs."""
 
 import json
+import os
 import re
+import subprocess
 from datetime import date
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -14,7 +17,10 @@ from shared import log
 from shared.catalogue import (
     CATALOGUE,
     Bosatt,
+    EventData,
+    EventType,
     Kategori,
+    Trukke,
     UnknownEvent,
     VedtakFattet,
     event_type_of,
@@ -23,6 +29,7 @@ from shared.catalogue import (
 from shared.envelope import MAX_MESSAGE_BYTES, Envelope, parse_envelope
 from shared.log import REDACTED, redact
 from shared.publish import envelope_for
+from sim.docs import asyncapi, event_schemas
 from tests.events import UDI, new_sak_id, vedtak
 
 FNR = "01019912345"
@@ -199,7 +206,8 @@ def test_the_catalogue_holds_the_chain_events():
         "bosetting.avtale_inngatt",
         "bosetting.bosatt",
     }
-    assert len(names) == len(CATALOGUE), "one event name registered under two versions"
+    versions = {(et.name, et.version) for et in CATALOGUE.values()}
+    assert len(versions) == len(CATALOGUE), "one event version registered twice"
 
 
 def test_unknown_fields_in_data_are_ignored():
@@ -292,3 +300,66 @@ def test_configured_logging_never_writes_an_fnr(capsys, fresh_structlog):
     for digits in (FNR, "12345678901", "010199 12345", "01019912345"):
         assert digits not in out
     assert "bad person" in out  # the exception was rendered, with the number redacted
+
+
+# --- the published contract: AsyncAPI and a new version beside the old one ----------------------
+
+
+class TrukkeV2(EventData):  # a hypothetical v2, registered only inside a test
+    """The case is withdrawn (v2: the cause as a code list)."""
+
+    arsakar: list[str]
+
+
+@pytest.fixture
+def with_v2(monkeypatch):
+    et = EventType("bosetting.trukke", 2, TrukkeV2, "bosetting", "v2 beside v1")
+    monkeypatch.setitem(CATALOGUE, et.dataschema, et)
+    monkeypatch.setattr(TrukkeV2, "event_type", et, raising=False)
+    return et
+
+
+def test_the_asyncapi_document_is_asyncapi_3_with_the_partners_part():
+    from drift.partner import entitlements
+
+    doc = asyncapi()
+    assert doc["asyncapi"] == "3.0.0"
+    offered = entitlements().offered
+    partner = doc["channels"]["partner"]
+    assert partner["address"] == "partner.{name}" and partner["bindings"]["amqp"]["is"] == "queue"
+    assert {doc["components"]["messages"][k]["name"] for k in partner["messages"]} == offered.keys()
+    assert doc["operations"]["partner.receive"]["action"] == "receive"
+    tagged = {m["name"] for m in doc["components"]["messages"].values() if any(t["name"] == "partner" for t in m.get("tags", ()))}
+    assert tagged == offered.keys()
+    assert "kartlegging.karriererettleiing" not in {doc["components"]["messages"][k]["name"] for k in partner["messages"]}
+
+
+def test_a_new_version_is_published_beside_the_old_one(with_v2):
+    doc = asyncapi()
+    assert set(doc["channels"]["bosetting.trukke"]["messages"]) == {"bosetting.trukke.v1", "bosetting.trukke.v2"}
+    assert {"bosetting.trukke.v1", "bosetting.trukke.v2"} <= set(doc["channels"]["partner"]["messages"])
+    assert doc["components"]["messages"]["bosetting.trukke.v2"]["payload"]["allOf"][1]["properties"]["dataschema"] == {
+        "const": "urn:chain:schema:bosetting.trukke:v2"
+    }
+    files = event_schemas()
+    assert files["bosetting.trukke.v1.json"]["$id"].endswith(":v1") and files["bosetting.trukke.v2.json"]["$id"].endswith(":v2")
+    v2 = envelope_for(TrukkeV2(arsakar=["utreist"]), new_sak_id(), "urn:chain:bosetting", 1)
+    assert parse_data(v2) == TrukkeV2(arsakar=["utreist"])  # both versions parse, each by its dataschema
+    v1 = envelope_for(Trukke(arsak="utreist"), new_sak_id(), "urn:chain:bosetting", 1)
+    assert isinstance(parse_data(v1), Trukke)
+
+
+ASYNCAPI_CLI = Path(__file__).resolve().parent.parent / ".tools" / "asyncapi" / "node_modules" / ".bin" / "asyncapi"
+
+
+@pytest.mark.skipif(not ASYNCAPI_CLI.exists(), reason="the AsyncAPI CLI is installed by `make contracts`")
+def test_the_official_cli_validates_the_document_with_two_versions_side_by_side(with_v2, tmp_path):
+    path = tmp_path / "asyncapi.json"
+    path.write_text(json.dumps(asyncapi()), encoding="utf-8")
+    (tmp_path / "analytics.json").write_text('{"analyticsEnabled": "false", "infoMessageShown": "true", "userID": "chain"}')
+    result = subprocess.run(
+        [str(ASYNCAPI_CLI), "validate", str(path), "--fail-severity", "warn"],
+        capture_output=True, text=True, timeout=180, env=os.environ | {"ASYNCAPI_METRICS_CONFIG_PATH": str(tmp_path / "analytics.json")},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is valid" in result.stdout

@@ -42,16 +42,23 @@ async def saker(env) -> list[str]:
     return sorted(settle)
 
 
+# What the test partner is entitled to: its bindings on the events exchange.
+ENTITLED = ("kartlegging.startet", "bosetting.avtale_inngatt", "bosetting.bosatt", "bosetting.trukke")
+
+
 @pytest.fixture
 async def partner(env):
-    """A partner-like quorum queue, empty."""
+    """A partner-like quorum queue, empty, bound to the ENTITLED types (and so getting them
+    live too while the test runs: drained before and after)."""
     connection = await aio_pika.connect(env.settings().amqp_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(PARTNER, durable=True, arguments={"x-queue-type": "quorum"})
+        for event_type in ENTITLED:
+            await queue.bind(EVENTS, event_type)
         await queue.purge()
         yield channel
-        await queue.purge()
+        await queue.delete(if_unused=False, if_empty=False)
 
 
 @pytest.fixture
@@ -110,9 +117,9 @@ async def test_replay_to_a_partner_queue_carries_exactly_the_matching_events(env
 async def test_a_dry_run_counts_and_publishes_nothing(env, saker, partner):
     cfg = env.settings()
     journaled = len(await journal.entries(cfg, 1000))
-    result = await replay(cfg, target=PARTNER, types=["vedtak.fattet"], dry_run=True)
+    result = await replay(cfg, target=PARTNER, types=["kartlegging.startet"], dry_run=True)
     assert result.matched >= len(saker) and result.published == 0
-    assert result.matched == len([1 for m in await _stream(env) if m.type == "vedtak.fattet"])
+    assert result.matched == len([1 for m in await _stream(env) if m.type == "kartlegging.startet"])
     await asyncio.sleep(0.5)
     assert await _drain(partner) == []
     assert len(await journal.entries(cfg, 1000)) == journaled  # a dry run changes nothing: not journaled
@@ -126,7 +133,9 @@ async def test_a_time_window_selects_by_envelope_time(env, saker, partner):
     since, until = case[1].time, case[-2].time
     result = await replay(cfg, target=PARTNER, sak=sak, since=since, until=until)
     got = {m.message_id for m in await _drain(partner)}
-    assert got == {str(e.id) for e in case if since <= e.time <= until} and result.published == len(got)
+    # only the types the partner is entitled to, though no --type was given
+    assert got == {str(e.id) for e in case if since <= e.time <= until and e.type in ENTITLED} and result.published == len(got)
+    assert got and result.matched == len(got)
     # a naive datetime is UTC; a window before everything reads to the end and finds nothing
     early = case[0].time.replace(tzinfo=None) - timedelta(days=3)
     assert (await replay(cfg, target=PARTNER, until=early, dry_run=True)).matched == 0
@@ -134,10 +143,24 @@ async def test_a_time_window_selects_by_envelope_time(env, saker, partner):
         await replay(cfg, target=PARTNER, since=until, until=since)
 
 
+async def test_a_partner_gets_no_type_it_is_not_entitled_to(env, saker, partner):
+    cfg = env.settings()
+    for asked in (["vedtak.fattet"], ["bosetting.bosatt", "kartlegging.fullfort"]):
+        with pytest.raises(Refused, match="not entitled"):
+            await replay(cfg, target=PARTNER, types=asked, dry_run=True)
+    everything = (await replay(cfg, target=PARTNER, dry_run=True)).matched
+    assert everything == len([1 for m in await _stream(env) if m.type in ENTITLED])
+
+
+async def test_a_consumers_notification_queue_is_no_target(env):
+    with pytest.raises(RefusedTarget):
+        await replay(env.settings(), target="kompetanse.varsel.889640782", dry_run=True)
+
+
 async def test_since_seeks_into_the_stream_instead_of_reading_it_all(env, saker, partner, monkeypatch):
     cfg = env.settings()
     everything = await replay(cfg, target=PARTNER, dry_run=True)
-    latest = max(e.time for e in await _stream(env))
+    latest = max(e.time for e in await _stream(env) if e.type in ENTITLED)
     monkeypatch.setattr("drift.replay.SLACK", timedelta(0))  # the workload took seconds, not the minute of slack
     tail = await replay(cfg, target=PARTNER, since=latest, dry_run=True)
     assert tail.matched >= 1 and tail.read < everything.read / 2 and tail.first_offset > 0
@@ -194,7 +217,7 @@ def test_the_cli(env, saker, partner, monkeypatch):
     runner = CliRunner()
     try:
         sak = saker[2]
-        what = ["replay", "--to", PARTNER, "--sak", sak, "--type", "vedtak.fattet", "--type", "bosetting.bosatt"]
+        what = ["replay", "--to", PARTNER, "--sak", sak, "--type", "kartlegging.startet", "--type", "bosetting.bosatt"]
         dry = runner.invoke(app, [*what, "--dry-run"])
         assert dry.exit_code == 0, dry.output
         assert re.search(rf"dry run: would replay 2 of \d+ read events to {PARTNER} in [\d.]+ s \([\d,]+ events/s\)", dry.output)
