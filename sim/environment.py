@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -26,7 +26,10 @@ class Environment:
 
     def settings(self) -> Settings:
         base = Settings()
-        amqp = base.amqp_url.rstrip("/") + "/" + quote(self.name, safe="")
+        # The environment's vhost replaces any in CHAIN_AMQP_URL (a shell set up for another
+        # environment, or the service processes of this one, which inherit it).
+        url = urlsplit(base.amqp_url)
+        amqp = urlunsplit(url._replace(path="/" + quote(self.name, safe="")))
         return base.model_copy(update={"amqp_url": amqp, "db_prefix": f"{self.name}_", "retry_delays_ms": RETRY_DELAYS_MS})
 
     def env(self) -> dict[str, str]:
