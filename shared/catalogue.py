@@ -110,7 +110,12 @@ def parse_data(envelope: Envelope) -> EventData:
     """The typed data of an envelope; raises UnknownEvent or ValidationError."""
     et = CATALOGUE.get(envelope.dataschema)
     if et is None or et.name != envelope.type:
-        raise UnknownEvent(f"unknown event type/schema: {envelope.type} {envelope.dataschema}")
+        # Only names from the catalogue are repeated: the sender's own strings may carry
+        # anything, personal data included, and the reason goes to DLQ headers and logs.
+        known = {e.name for e in CATALOGUE.values()}
+        if envelope.type in known:
+            raise UnknownEvent(f"dataschema is not a version of {envelope.type}")
+        raise UnknownEvent("event type not in the catalogue")
     return et.model.model_validate(envelope.data)
 
 

@@ -5,6 +5,7 @@ that caused this one) and `sequence` (per source and subject, starting at 1 and 
 by one), which lets a consumer detect gaps and hold an event until its predecessors arrive.
 """
 
+import re
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -14,6 +15,7 @@ from shared import klokke
 
 CONTENT_TYPE = "application/cloudevents+json"
 MAX_MESSAGE_BYTES = 256 * 1024
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Subject = Field(
     pattern=r"^(sak-[0-9a-z-]{6,60}|kommune-[0-9]{4}|p-[0-9a-f]{16,64})$",
@@ -45,4 +47,10 @@ def parse_envelope(body: bytes) -> Envelope:
     """Parse a message body; raises ValueError (or pydantic's ValidationError) with a reason."""
     if len(body) > MAX_MESSAGE_BYTES:
         raise ValueError(f"message of {len(body)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
-    return Envelope.model_validate_json(body)
+    envelope = Envelope.model_validate_json(body)
+    # Control characters in the keys a consumer stores (inbox, sequence) would fail its
+    # database write, and with it every event committed in the same batch.
+    bad = [k for k in ("source", "type", "subject", "dataschema") if CONTROL.search(getattr(envelope, k))]
+    if bad:
+        raise ValueError(f"control characters in {', '.join(bad)}")
+    return envelope

@@ -17,13 +17,15 @@ from services.bosetting.domain import DomainError, IkkjeKommunensSak, Sak, Statu
 from services.bosetting.referansedata import Tilbod
 from shared.catalogue import KapasitetRapportert, Kategori, Kommunenummer
 from shared import klokke
-from shared.http import Problem
+from shared.http import TEKST, Problem, problems
 from shared.service import Runtime, caller, current_runtime
 
 router = APIRouter()
 RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
 SakIdPath = Annotated[str, Path(pattern=r"^sak-[0-9a-z-]{6,60}$")]
 KommunePath = Annotated[str, Path(pattern=r"^[0-9]{4}$", description="Kommunenummer")]
+# Bounded: an offset past PostgreSQL's bigint was a 500 (found by tests/test_openapi_fuzz.py).
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip")]
 SEKTORAR = Literal[
     "helse", "undervisning", "bygg", "transport", "reiseliv", "industri", "varehandel", "landbruk", "havbruk",
     "olje_energi", "it", "offentleg",
@@ -128,7 +130,7 @@ class Svar(BaseModel):
     model_config = ConfigDict(extra="forbid")
     svar: Literal["akseptert", "avslatt"]
     busetjingsdato: date | None = None
-    grunn: str | None = Field(default=None, min_length=1, max_length=500)
+    grunn: str | None = Field(default=None, min_length=1, max_length=500, pattern=TEKST)
 
     @model_validator(mode="after")
     def _complete(self):
@@ -206,19 +208,19 @@ class Anmodning(BaseModel):
 class Stadfesting(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sak_ids: list[Annotated[str, Field(pattern=r"^sak-[0-9a-z-]{6,60}$")]] = Field(min_length=1, max_length=1000)
-    grunn: str | None = Field(default=None, max_length=500)
+    grunn: str | None = Field(default=None, max_length=500, pattern=TEKST)
 
 
 class Overstyring(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kommunenummer: Kommunenummer
-    grunn: str = Field(min_length=1, max_length=500, description="Why the proposal is overridden (logged)")
+    grunn: str = Field(min_length=1, max_length=500, pattern=TEKST, description="Why the proposal is overridden (logged)")
 
 
 class Trekking(BaseModel):
     model_config = ConfigDict(extra="forbid")
     arsak: Literal["utreist", "busett_sjolv", "vedtak_oppheva", "anna"]
-    grunn: str = Field(min_length=1, max_length=500)
+    grunn: str = Field(min_length=1, max_length=500, pattern=TEKST)
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -249,21 +251,21 @@ async def _krev_kommune(rt: Runtime, kommunenummer: str) -> None:
 # --- caseworkers ------------------------------------------------------------------------
 
 
-@router.get("/saker", tags=["saksbehandling"])
+@router.get("/saker", tags=["saksbehandling"], responses=problems(401, 403))
 async def list_saker(
     rt: RuntimeDep,
     _: Sakshandsamar,
     status: Status | None = None,
     kommunenummer: Annotated[str | None, Query(pattern=r"^[0-9]{4}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[dict]:
     """Cases by status (and kommune), oldest decision first."""
     async with rt.pool.acquire() as conn:
         return [dict(r) for r in await store.list_saker(conn, status, kommunenummer, limit, offset)]
 
 
-@router.get("/saker/{sak_id}", tags=["saksbehandling"])
+@router.get("/saker/{sak_id}", tags=["saksbehandling"], responses=problems(401, 403, 404))
 async def get_sak(rt: RuntimeDep, _: Sakshandsamar, sak_id: SakIdPath) -> dict:
     """A case with its household, its latest proposal and the caseworkers' log."""
     async with rt.pool.acquire() as conn:
@@ -278,19 +280,19 @@ async def get_sak(rt: RuntimeDep, _: Sakshandsamar, sak_id: SakIdPath) -> dict:
         }
 
 
-@router.post("/saker/{sak_id}/trekking", response_model=SakUt, tags=["saksbehandling"])
+@router.post("/saker/{sak_id}/trekking", response_model=SakUt, tags=["saksbehandling"], responses=problems(401, 403, 404, 409))
 async def trekk(rt: RuntimeDep, who: Sakshandsamar, sak_id: SakIdPath, body: Trekking):
     """Withdraw a case from settlement; places it held are released."""
     return SakUt.of(await _run(handlers.trekk(rt, sak_id, body.arsak, body.grunn, who)))
 
 
-@router.get("/forslag", tags=["saksbehandling"])
+@router.get("/forslag", tags=["saksbehandling"], responses=problems(401, 403))
 async def list_forslag(
     rt: RuntimeDep,
     _: Sakshandsamar,
     status: Literal["open", "stadfesta", "overstyrt", "forelda"] = "open",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[dict]:
     """Proposals with their explanations: score terms, the top three alternatives and the
     binding constraints."""
@@ -298,40 +300,40 @@ async def list_forslag(
         return await store.list_forslag(conn, status, limit, offset)
 
 
-@router.post("/forslag/stadfesting", response_model=list[SakUt], tags=["saksbehandling"])
+@router.post("/forslag/stadfesting", response_model=list[SakUt], tags=["saksbehandling"], responses=problems(401, 403, 404, 409))
 async def stadfest(rt: RuntimeDep, who: Sakshandsamar, body: Stadfesting):
     """Confirm proposals: `bosetting.fordelt` is emitted for each. All or nothing: if one
     sak has no open proposal, none is confirmed (409 lists them)."""
     return [SakUt.of(s) for s in await _run(handlers.stadfest(rt, body.sak_ids, who, body.grunn))]
 
 
-@router.post("/saker/{sak_id}/overstyring", response_model=SakUt, tags=["saksbehandling"])
+@router.post("/saker/{sak_id}/overstyring", response_model=SakUt, tags=["saksbehandling"], responses=problems(401, 403, 404, 409))
 async def overstyr(rt: RuntimeDep, who: Sakshandsamar, sak_id: SakIdPath, body: Overstyring):
     """Allocate to another kommune than proposed; the reason is logged. Hard constraints hold."""
     return SakUt.of(await _run(handlers.overstyr(rt, sak_id, body.kommunenummer, body.grunn, who, klokke.idag())))
 
 
-@router.get("/saker/{sak_id}/kvifor-ikkje/{kommunenummer}", tags=["saksbehandling"])
+@router.get("/saker/{sak_id}/kvifor-ikkje/{kommunenummer}", tags=["saksbehandling"], responses=problems(401, 403, 404, 409))
 async def kvifor_ikkje(rt: RuntimeDep, _: Sakshandsamar, sak_id: SakIdPath, kommunenummer: KommunePath) -> dict:
     """Why a kommune was not proposed for this case: a hard constraint, a lower score (and
     the terms that differ most), or places worth more to other households (shadow price)."""
     return await _run(handlers.kvifor_ikkje(rt, sak_id, kommunenummer, klokke.idag()))
 
 
-@router.post("/fordelingsrundar", tags=["saksbehandling"])
+@router.post("/fordelingsrundar", tags=["saksbehandling"], responses=problems(401, 403))
 async def ny_runde(rt: RuntimeDep, _: Sakshandsamar) -> dict:
     """Run an allocation batch now (the allocator also runs on its own schedule)."""
     return {"foreslatt": await handlers.fordel(rt)}
 
 
-@router.get("/fordelingsrundar", tags=["saksbehandling"])
+@router.get("/fordelingsrundar", tags=["saksbehandling"], responses=problems(401, 403))
 async def rundar(rt: RuntimeDep, _: Sakshandsamar, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[dict]:
     """Recent allocation batches: size, objective, proven bound and gap, solve time."""
     async with rt.pool.acquire() as conn:
         return await store.rundar(conn, limit)
 
 
-@router.put("/anmodningar/{ar}", status_code=204, tags=["kommunar"])
+@router.put("/anmodningar/{ar}", status_code=204, tags=["kommunar"], responses=problems(401, 403, 404))
 async def anmodning(rt: RuntimeDep, _: Sakshandsamar, ar: Annotated[int, Path(ge=2000, le=2100)], body: Anmodning):
     """IMDi's yearly request to the kommunar, per group. All kommunar must exist."""
     async with rt.pool.acquire() as conn:
@@ -342,7 +344,7 @@ async def anmodning(rt: RuntimeDep, _: Sakshandsamar, ar: Annotated[int, Path(ge
     await handlers.set_anmodning(rt, ar, rows)
 
 
-@router.get("/kpi/rapport", tags=["kpi"])
+@router.get("/kpi/rapport", tags=["kpi"], responses=problems(401, 403))
 async def kpi_rapport(
     rt: RuntimeDep,
     _: Sakshandsamar,
@@ -356,7 +358,7 @@ async def kpi_rapport(
     return kpi.rapport(saker, manad, kapasitet)
 
 
-@router.get("/statistikk", tags=["saksbehandling"])
+@router.get("/statistikk", tags=["saksbehandling"], responses=problems(401, 403))
 async def statistikk(rt: RuntimeDep, _: Sakshandsamar) -> dict:
     async with rt.pool.acquire() as conn:
         return await store.statistikk(conn)
@@ -365,14 +367,14 @@ async def statistikk(rt: RuntimeDep, _: Sakshandsamar) -> dict:
 # --- kommunar ---------------------------------------------------------------------------
 
 
-@router.get("/kommunar", tags=["kommunar"])
+@router.get("/kommunar", tags=["kommunar"], responses=problems(401))
 async def list_kommunar(rt: RuntimeDep, _: Innlogga) -> list[dict]:
     """Every kommune with its offers, latest report and places per group."""
     async with rt.pool.acquire() as conn:
         return await store.kommunar(conn)
 
 
-@router.get("/kommunar/{kommunenummer}", tags=["kommunar"])
+@router.get("/kommunar/{kommunenummer}", tags=["kommunar"], responses=problems(401, 403, 404))
 async def get_kommune(rt: RuntimeDep, _: KommuneEllerImdi, kommunenummer: KommunePath) -> dict:
     """A kommune with its requests and decisions per year and its capacity reports."""
     async with rt.pool.acquire() as conn:
@@ -382,14 +384,14 @@ async def get_kommune(rt: RuntimeDep, _: KommuneEllerImdi, kommunenummer: Kommun
     return found
 
 
-@router.get("/kommunar/{kommunenummer}/saker", response_model=list[HushaldUt], tags=["kommunar"])
+@router.get("/kommunar/{kommunenummer}/saker", response_model=list[HushaldUt], tags=["kommunar"], responses=problems(401, 403))
 async def kommunens_saker(rt: RuntimeDep, kommunenummer: Kommune, status: Status | None = None):
     """The households allocated to this kommune (and only those)."""
     async with rt.pool.acquire() as conn:
         return [HushaldUt.of(s) for s in await store.kommunens_saker(conn, kommunenummer, status)]
 
 
-@router.post("/kommunar/{kommunenummer}/saker/{sak_id}/svar", response_model=SakUt, tags=["kommunar"])
+@router.post("/kommunar/{kommunenummer}/saker/{sak_id}/svar", response_model=SakUt, tags=["kommunar"], responses=problems(401, 403, 404, 409))
 async def svar(rt: RuntimeDep, kommunenummer: Kommune, sak_id: SakIdPath, body: Svar):
     """Accept an allocation with a settlement date (søkt ut), or refuse it with a reason."""
     if body.svar == "akseptert":
@@ -397,13 +399,13 @@ async def svar(rt: RuntimeDep, kommunenummer: Kommune, sak_id: SakIdPath, body: 
     return SakUt.of(await _run(handlers.avsla(rt, sak_id, kommunenummer, body.grunn)))
 
 
-@router.post("/kommunar/{kommunenummer}/saker/{sak_id}/busetjing", response_model=SakUt, tags=["kommunar"])
+@router.post("/kommunar/{kommunenummer}/saker/{sak_id}/busetjing", response_model=SakUt, tags=["kommunar"], responses=problems(401, 403, 404, 409))
 async def busetjing(rt: RuntimeDep, kommunenummer: Kommune, sak_id: SakIdPath, body: Busetjing):
     """Register that the household has moved in (bosatt)."""
     return SakUt.of(await _run(handlers.bosett(rt, sak_id, kommunenummer, body.busetjingsdato)))
 
 
-@router.put("/kommunar/{kommunenummer}/vedtak/{ar}", status_code=204, tags=["kommunar"])
+@router.put("/kommunar/{kommunenummer}/vedtak/{ar}", status_code=204, tags=["kommunar"], responses=problems(401, 403, 404))
 async def vedtak(
     rt: RuntimeDep, _: KommuneEllerImdi, kommunenummer: KommunePath, ar: Annotated[int, Path(ge=2000, le=2100)], body: Plassar
 ):
@@ -413,7 +415,7 @@ async def vedtak(
     await handlers.set_vedtak(rt, ar, kommunenummer, body.per_kategori())
 
 
-@router.post("/kommunar/{kommunenummer}/kapasitetsrapportar", status_code=201, tags=["kommunar"])
+@router.post("/kommunar/{kommunenummer}/kapasitetsrapportar", status_code=201, tags=["kommunar"], responses=problems(401, 403, 404))
 async def kapasitetsrapport(rt: RuntimeDep, _: KommuneEllerImdi, kommunenummer: KommunePath, body: Kapasitetsrapport) -> dict:
     """Report capacity (the same as the `kommune.kapasitet_rapportert` event)."""
     await _krev_kommune(rt, kommunenummer)
@@ -429,7 +431,7 @@ async def kapasitetsrapport(rt: RuntimeDep, _: KommuneEllerImdi, kommunenummer: 
     return {"kommunenummer": kommunenummer, "dato": body.dato.isoformat()}
 
 
-@router.put("/kommunar/{kommunenummer}/tilbod", status_code=204, tags=["kommunar"])
+@router.put("/kommunar/{kommunenummer}/tilbod", status_code=204, tags=["kommunar"], responses=problems(401, 403, 404))
 async def tilbod(rt: RuntimeDep, _: KommuneEllerImdi, kommunenummer: KommunePath, body: TilbodInn):
     await _krev_kommune(rt, kommunenummer)
     await handlers.set_tilbod(

@@ -18,7 +18,7 @@ from services.kartlegging.domain import PAKREVD, DomainError, FeilSkjema, Mangla
 from services.kartlegging.skjema import FORENKLA_V1, ORDINAER_V1, Eldre, Innsending, Karriererettleiing, Korrigering
 from shared import tokens
 from shared.catalogue import Kartleggingstype
-from shared.http import Problem
+from shared.http import Problem, json_body, nul_i, problems
 from shared.service import Runtime, caller, current_runtime
 
 router = APIRouter()
@@ -31,6 +31,8 @@ INNSENDING = TypeAdapter(Innsending)
 KORRIGERING = TypeAdapter(Korrigering)
 ELDRE = TypeAdapter(Eldre)
 KARRIERE = TypeAdapter(Karriererettleiing)
+# Bodies are validated here (_valider), not by FastAPI; the document still shows their schemas.
+SUBMIT_DOC = json_body(TypeAdapter(Innsending | Eldre))
 
 
 class Kvittering(BaseModel):
@@ -77,7 +79,12 @@ class Kartleggingsstatus(BaseModel):
 
 def _valider(adapter: TypeAdapter, raw: Any, prefix: str = "body"):
     """Validate; on failure a 422 naming each field (the schema tag left out of the path),
-    with pydantic's messages except where they would repeat the input."""
+    with pydantic's messages except where they would repeat the input. A string holding a
+    NUL, which PostgreSQL cannot store, is refused here: it was a 500 (found by
+    tests/test_openapi_fuzz.py)."""
+    if nul := nul_i(raw):
+        errors = [{"field": ".".join(map(str, [prefix, *p])), "type": "string_nul", "message": "must not contain NUL"} for p in nul]
+        raise Problem(422, "Invalid request", f"{len(errors)} field(s) invalid", errors=errors)
     try:
         return adapter.validate_python(raw)
     except ValidationError as exc:
@@ -171,7 +178,11 @@ async def personen(subject: Caller, person_id: PersonIdPath) -> str:
 # --- mottak, vertskommune, settlement kommune -------------------------------------------
 
 
-@router.post("/kartleggingar/{sak_id}/personar/{person_id}", response_model=Kvittering, tags=["kartlegging"])
+@router.post(
+    "/kartleggingar/{sak_id}/personar/{person_id}", response_model=Kvittering, tags=["kartlegging"],
+    responses=problems(401, 403, 404, 409),
+    openapi_extra=SUBMIT_DOC,
+)
 async def submit(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
     """Submit and complete one person's mapping. With `schema` the schema's required fields
     must be answered; without it (the original, unversioned body) `utdanning` is enough and
@@ -186,7 +197,11 @@ async def submit(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: Pe
     return Kvittering(sak_id=sak_id, person_id=person_id, sak_komplett=sak.komplett)
 
 
-@router.put("/kartleggingar/{sak_id}/personar/{person_id}/utkast", response_model=Utkastkvittering, tags=["kartlegging"])
+@router.put(
+    "/kartleggingar/{sak_id}/personar/{person_id}/utkast", response_model=Utkastkvittering, tags=["kartlegging"],
+    responses=problems(401, 403, 404, 409),
+    openapi_extra=json_body(INNSENDING),
+)
 async def utkast(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
     """Save a draft of one person's mapping (any number of times; no event)."""
     innhald = _valider(INNSENDING, body).innhald()
@@ -205,7 +220,10 @@ def _utkastkvittering(sak_id: str, person_id: str, innhald: dict) -> Utkastkvitt
     )
 
 
-@router.post("/kartleggingar/{sak_id}/personar/{person_id}/fullfor", response_model=Fullforing, tags=["kartlegging"])
+@router.post(
+    "/kartleggingar/{sak_id}/personar/{person_id}/fullfor", response_model=Fullforing, tags=["kartlegging"],
+    responses=problems(401, 403, 404, 409),
+)
 async def fullfor(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath):
     """Complete one person's mapping from the saved draft: emits `kartlegging.fullfort`.
     Completing a completed mapping again is a no-op."""
@@ -213,7 +231,11 @@ async def fullfor(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: P
     return _fullforing(sak, person_id)
 
 
-@router.post("/kartleggingar/{sak_id}/personar/{person_id}/korrigering", response_model=Fullforing, tags=["kartlegging"])
+@router.post(
+    "/kartleggingar/{sak_id}/personar/{person_id}/korrigering", response_model=Fullforing, tags=["kartlegging"],
+    responses=problems(401, 403, 404, 409),
+    openapi_extra=json_body(KORRIGERING),
+)
 async def korrigering(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody):
     """Correct a completed mapping: the whole corrected content and why. A new version
     (`kartlegging.korrigert`); the same content as the current version is a no-op."""
@@ -226,6 +248,7 @@ async def korrigering(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath, person_i
     "/kartleggingar/{sak_id}/personar/{person_id}/versjonar",
     response_model=list[Versjon],
     tags=["kartlegging"],
+    responses=problems(401, 403, 404),
 )
 async def versjonar(
     rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath, _: Annotated[str, Depends(imdi_eller_personen)]
@@ -239,7 +262,9 @@ async def versjonar(
 
 
 @router.post(
-    "/kartleggingar/{sak_id}/personar/{person_id}/karriererettleiing", status_code=201, tags=["kartlegging"]
+    "/kartleggingar/{sak_id}/personar/{person_id}/karriererettleiing", status_code=201, tags=["kartlegging"],
+    responses=problems(401, 403, 404, 409),
+    openapi_extra=json_body(KARRIERE),
 )
 async def karriererettleiing(
     rt: RuntimeDep, _: Annotated[str, Depends(rettleiar)], sak_id: SakIdPath, person_id: PersonIdPath, body: JsonBody
@@ -264,7 +289,10 @@ async def karriererettleiing(
 # --- self-registration (privately living persons) -----------------------------------------
 
 
-@router.post("/kartleggingar/{sak_id}/personar/{person_id}/sjolvregistrering/kode", tags=["sjolvregistrering"])
+@router.post(
+    "/kartleggingar/{sak_id}/personar/{person_id}/sjolvregistrering/kode", tags=["sjolvregistrering"],
+    responses=problems(401, 403, 404, 409),
+)
 async def sjolvregistreringskode(
     rt: RuntimeDep, sak_id: SakIdPath, person_id: PersonIdPath, _: Annotated[str, Depends(imdi)]
 ) -> dict:
@@ -290,6 +318,8 @@ async def _sjolv(rt: Runtime, sak_id: str, person_id: str):
     "/kartleggingar/{sak_id}/personar/{person_id}/sjolvregistrering/utkast",
     response_model=Utkastkvittering,
     tags=["sjolvregistrering"],
+    responses=problems(401, 403, 404, 409),
+    openapi_extra=json_body(INNSENDING),
 )
 async def sjolv_utkast(
     rt: RuntimeDep, sak_id: SakIdPath, person_id: Annotated[str, Depends(personen)], body: JsonBody
@@ -302,7 +332,9 @@ async def sjolv_utkast(
 
 
 @router.post(
-    "/kartleggingar/{sak_id}/personar/{person_id}/sjolvregistrering", response_model=Fullforing, tags=["sjolvregistrering"]
+    "/kartleggingar/{sak_id}/personar/{person_id}/sjolvregistrering", response_model=Fullforing, tags=["sjolvregistrering"],
+    responses=problems(401, 403, 404, 409),
+    openapi_extra=json_body(INNSENDING),
 )
 async def sjolvregistrering(
     rt: RuntimeDep, sak_id: SakIdPath, person_id: Annotated[str, Depends(personen)], body: JsonBody
@@ -325,7 +357,7 @@ async def _sak(rt: Runtime, sak_id: str):
     return found[0]
 
 
-@router.get("/kartleggingar/{sak_id}", response_model=Kartleggingsstatus, tags=["kartlegging"])
+@router.get("/kartleggingar/{sak_id}", response_model=Kartleggingsstatus, tags=["kartlegging"], responses=problems(404))
 async def status(rt: RuntimeDep, sak_id: SakIdPath):
     sak = await _sak(rt, sak_id)
     return Kartleggingsstatus(

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.catalogue import CATALOGUE, EventData
-from shared.http import Problem
+from shared.http import Problem, problems
 from shared.envelope import Envelope
 from shared.outbox import UnitOfWork, unit_of_work
 from shared.river import Rejected
@@ -66,7 +66,7 @@ def _data(hending: Hending, mottak_id: str) -> EventData:
     return data
 
 
-@router.post("/mottak/{mottak_id}/hendingar", status_code=202, response_model=Kvittering, tags=["mottak"])
+@router.post("/mottak/{mottak_id}/hendingar", status_code=202, response_model=Kvittering, tags=["mottak"], responses=problems(401, 403))
 async def hending(rt: RuntimeDep, mottak_id: Annotated[str, Depends(mottak)], body: Hending):
     """Report an event about a resident. Accepted means committed: it will reach the bus."""
     data = _data(body, mottak_id)

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from services.kompetanse import handlers, identitet, statistikk, store
 from services.kompetanse.policy import Avslag, Tilgang
 from shared.config import settings
-from shared.http import Problem
+from shared.http import Problem, problems
 from shared.log import get_logger
 from shared.maskinporten import Klient, TokenAvvist, Verifikator
 from shared.service import Runtime, caller, current_runtime
@@ -80,7 +80,7 @@ async def _les(rt: Runtime, t: Tilgang, person_id: str | None, formal: str) -> d
     return profil
 
 
-@router.get("/personar/{person_id}/kompetanse", tags=["kompetanse"])
+@router.get("/personar/{person_id}/kompetanse", tags=["kompetanse"], responses=problems(401, 403, 404))
 async def kompetanse(rt: RuntimeDep, person_id: PersonIdPath, t: TilgangDep, formal: Formal) -> dict:
     """One person's competence data: the fields the consumer's policy grants, nothing more."""
     return await _les(rt, t, person_id, formal)
@@ -92,7 +92,7 @@ class Oppslag(BaseModel):
     formal: str = Field(pattern=r"^[a-z_]{3,40}$", description="Purpose of the access, one of the policy's (audited)")
 
 
-@router.post("/personar/oppslag", tags=["kompetanse"])
+@router.post("/personar/oppslag", tags=["kompetanse"], responses=problems(401, 403, 404))
 async def oppslag(rt: RuntimeDep, t: TilgangDep, body: Oppslag) -> dict:
     """Look a person up by fødselsnummer (in the body, never in the URL): the same answer as
     the read by person id, which it returns too."""
@@ -105,7 +105,7 @@ class Identitet(BaseModel):
     skjerma: bool = Field(default=False, description="Protected identity: never served to anyone")
 
 
-@router.put("/identitetar/{person_id}", status_code=204, tags=["identitet"])
+@router.put("/identitetar/{person_id}", status_code=204, tags=["identitet"], responses=problems(401, 403, 409))
 async def registrer(rt: RuntimeDep, person_id: PersonIdPath, subject: Annotated[str, Depends(caller)], body: Annotated[Identitet, Body()]) -> None:
     """IMDi links a pseudonymous person id to its fødselsnummer (stored encrypted)."""
     if not subject.startswith("imdi:"):
@@ -116,7 +116,7 @@ async def registrer(rt: RuntimeDep, person_id: PersonIdPath, subject: Annotated[
         raise Problem(409, "This fødselsnummer is linked to another person id") from None
 
 
-@router.get("/statistikk", tags=["statistikk"])
+@router.get("/statistikk", tags=["statistikk"], responses=problems(401, 403))
 async def aggregat(rt: RuntimeDep, k: Annotated[Klient, Depends(klient)]) -> dict:
     """Anonymised competence statistics by county, category and month; cells of fewer than
     5 persons are suppressed (see `statistikk.py`). Open to every registered consumer."""

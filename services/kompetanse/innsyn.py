@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from services.kompetanse import handlers, store
-from shared.http import Problem
+from shared.http import Problem, problems
 from shared.service import Runtime, caller, current_runtime
 
 router = APIRouter()
@@ -39,7 +39,7 @@ async def personen(person_id: PersonIdPath, subject: Annotated[str, Depends(call
     return person_id
 
 
-@router.get("/innsyn/{person_id}", response_model=Innsyn, tags=["innsyn"])
+@router.get("/innsyn/{person_id}", response_model=Innsyn, tags=["innsyn"], responses=problems(401, 403))
 async def innsyn(rt: RuntimeDep, person_id: Annotated[str, Depends(personen)]) -> Innsyn:
     """Every recorded access to this person's competence data, newest first (at most 500)."""
     async with rt.pool.acquire() as conn:
