@@ -83,7 +83,7 @@ async def test_malformed_messages_are_dead_lettered_with_reason_and_good_ones_fl
     assert all(m.headers["x-error-kind"] == "invalid" for m in letters)
     assert all(m.headers["x-failed-queue"] == "test.bosetting" for m in letters)
     assert any("json_invalid" in r for r in reasons)
-    assert any("unknown event type" in r for r in reasons)
+    assert any("event type not in the catalogue" in r for r in reasons)
     assert any("personar: too_short" in r for r in reasons)
 
 
