@@ -3,9 +3,10 @@ the same run (`python -m bench.hop [--messages N]`).
 
 - raw: consume from a quorum queue, publish each message on with publisher confirms
   (many in flight), ack after the confirm; no database.
-- durable: the same messages through a service's river (inbox + state + outbox in one
-  PostgreSQL transaction, ack after commit) and the outbox relay publishing with confirms.
-  Measured until the relay has published the last event.
+- durable: the same messages through a service's river as a service runs it (deliveries
+  applied in batches: inbox + state + outbox in one PostgreSQL transaction per batch, each
+  delivery acked after the commit that holds it) and the outbox relay publishing with
+  confirms, in this one process. Measured until the relay has published the last event.
 
 Writes bench/results/hop.json and hop.md (figure, baseline, ratio, goal, met).
 """
@@ -19,14 +20,12 @@ from pathlib import Path
 from uuid import uuid4
 
 import aio_pika
-from faststream.rabbit import RabbitBroker
 
 from shared.catalogue import KartleggingStartet, Kartleggingstype, MottakStatusEndret
 from shared.db import open_database
 from shared.outbox import Relay
 from shared.publish import envelope_for
-from shared.river import River
-from shared.service import subscribe
+from shared.service import new_broker, new_river
 from shared.topology import ServiceQueue, declare_all
 from sim.environment import Environment
 
@@ -99,14 +98,14 @@ async def durable_hop(payloads: list[bytes]) -> float:
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         await fill(channel, queue.name, payloads)
-    broker = RabbitBroker(cfg.amqp_url, logger=None)
-    river = River("bench", queue, pool, broker, {"mottak.status_endret": emit_one})
-    subscribe(broker, river, cfg.prefetch)
+    broker = new_broker(cfg.amqp_url)
+    river = new_river(cfg, "bench", queue, pool, broker, {"mottak.status_endret": emit_one})
     relay = Relay(db_url, cfg.amqp_url, cfg.eventlog_max_age)
     stop = asyncio.Event()
     started = time.perf_counter()
     relay_task = asyncio.create_task(relay.run(stop))
     await broker.start()
+    await river.start(cfg.prefetch)
     applied_at = None
     while relay.published < len(payloads):
         await asyncio.sleep(0.01)
@@ -116,6 +115,7 @@ async def durable_hop(payloads: list[bytes]) -> float:
     durable_hop.river_seconds = applied_at  # where the time goes: consuming, or relaying
     stop.set()
     await relay_task
+    await river.stop()
     await broker.stop()
     await pool.close()
     return len(payloads) / elapsed

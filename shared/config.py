@@ -15,6 +15,12 @@ class Settings(BaseSettings):
     # Prefix for database names, so a demo or a test run never touches production data.
     db_prefix: str = ""
     prefetch: int = 200
+    # A river applies the deliveries that arrive together in one transaction (group
+    # commit): at most this many, waiting at most river_batch_wait_ms for more once one is
+    # there (shared/river.py). The prefetch window must be larger, or the next batch
+    # cannot gather while one is being applied.
+    river_batch_size: int = 100
+    river_batch_wait_ms: float = 2.0
     pg_pool_size: int = 10
     # Delayed-retry tiers in milliseconds; attempt n waits retry_delays_ms[min(n, last)].
     retry_delays_ms: list[int] = Field(default_factory=lambda: [200, 1000, 5000, 30000])

@@ -220,6 +220,20 @@ async def test_a_huge_offset_is_a_422_not_a_500(env):
             assert (await http.get(path, params={"offset": 10})).status_code == 200
 
 
+async def test_a_boolean_or_a_string_is_not_a_number_of_places(env):
+    """Bug: pydantic's lax mode took `false` as 0 (and "30" as 30) for places the schema
+    types as integers, so a schema-violating body was accepted."""
+    imdi = {"Authorization": f"Bearer {env.token('imdi:fuzz')}"}
+    async with httpx.AsyncClient(base_url=env.url("bosetting"), headers=imdi) as http:
+        for body in ({"barnefamilie": False}, {"vaksen": "30"}, {"einsleg_mindrearig": 2.0}):
+            r = await http.put(f"/kommunar/{KOMMUNE}/vedtak/2099", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.headers["content-type"] == PROBLEM
+        r = await http.post(f"/kommunar/{KOMMUNE}/kapasitetsrapportar", json={"dato": "2099-01-01", "tek_imot": 1})
+        assert r.status_code == 422, r.text
+        assert (await http.put(f"/kommunar/{KOMMUNE}/vedtak/2099", json={"vaksen": 3})).status_code == 204
+
+
 async def test_a_nul_character_in_bosetting_text_is_a_422_not_a_500(env, household):
     """Bug: a NUL in free text (a withdrawal's or override's `grunn`) reached PostgreSQL,
     which cannot store it: a 500, and the command half done up to there."""

@@ -147,12 +147,13 @@ class Busetjing(BaseModel):
 
 
 class Plassar(BaseModel):
-    """Places per group, in persons."""
+    """Places per group, in persons. Numbers and booleans in request bodies are strict
+    (`strict=True`): `false` is not 0, nor "30" 30, as the OpenAPI schema says."""
 
     model_config = ConfigDict(extra="forbid")
-    einsleg_mindrearig: int = Field(default=0, ge=0, le=100_000)
-    barnefamilie: int = Field(default=0, ge=0, le=100_000)
-    vaksen: int = Field(default=0, ge=0, le=100_000)
+    einsleg_mindrearig: int = Field(default=0, ge=0, le=100_000, strict=True)
+    barnefamilie: int = Field(default=0, ge=0, le=100_000, strict=True)
+    vaksen: int = Field(default=0, ge=0, le=100_000, strict=True)
 
     def per_kategori(self) -> dict[Kategori, int]:
         return {Kategori(k): v for k, v in self.model_dump().items()}
@@ -164,9 +165,9 @@ class Kapasitetsrapport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     dato: date
-    ledige_bustader: int | None = Field(default=None, ge=0, le=100_000)
-    tek_imot: bool | None = None
-    ar: int | None = Field(default=None, ge=2000, le=2100)
+    ledige_bustader: int | None = Field(default=None, ge=0, le=100_000, strict=True)
+    tek_imot: bool | None = Field(default=None, strict=True)
+    ar: int | None = Field(default=None, ge=2000, le=2100, strict=True)
     vedtaksplassar: Plassar | None = None
 
     @model_validator(mode="after")
@@ -183,9 +184,9 @@ class TilbodInn(BaseModel):
     unaccompanied minors, and labour-market sectors."""
 
     model_config = ConfigDict(extra="forbid")
-    vidaregaande: bool
-    sjukehus: bool
-    mindrearig_teneste: bool
+    vidaregaande: bool = Field(strict=True)
+    sjukehus: bool = Field(strict=True)
+    mindrearig_teneste: bool = Field(strict=True)
     sektorar: list[SEKTORAR] = Field(max_length=12)
 
 

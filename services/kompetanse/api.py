@@ -102,7 +102,7 @@ async def oppslag(rt: RuntimeDep, t: TilgangDep, body: Oppslag) -> dict:
 class Identitet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fodselsnummer: Fodselsnummer
-    skjerma: bool = Field(default=False, description="Protected identity: never served to anyone")
+    skjerma: bool = Field(default=False, strict=True, description="Protected identity: never served to anyone")
 
 
 @router.put("/identitetar/{person_id}", status_code=204, tags=["identitet"], responses=problems(401, 403, 409))
