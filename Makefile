@@ -60,6 +60,7 @@ clean:
 
 # Benchmarks (ratios against a baseline measured in the same run); results in bench/results/.
 bench: bench-hop bench-allocation bench-kompetanse bench-replay bench-chain
+	$(BIN)/python -m bench.summary
 
 bench-hop: install services
 	$(BIN)/python -m bench.hop $(ARGS)

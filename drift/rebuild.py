@@ -106,7 +106,8 @@ PROJEKSJONAR = {
         " ON CONFLICT (person_id) DO UPDATE SET skjerma = true",
     ),
     # Bosetting's KPI projection (docs/kpi.md): folded from the vedtak and mapping events
-    # and from bosetting's own events, which it consumes back for this.
+    # and from bosetting's own events, which it folds as it emits them and records in its
+    # inbox as applied (services/bosetting/handlers.py: _kpi_eigne).
     "kpi": Projeksjon(
         "bosetting",
         "kpi_sak",

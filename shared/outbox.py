@@ -27,6 +27,7 @@ from shared.topology import declare_core
 log = get_logger()
 
 RELAY_LOCK = 7_310_002
+NOTIFY_CHANNEL = "outbox"  # migrations/0003_outbox_notify.sql
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 class OutboxRow(NamedTuple):
@@ -135,7 +136,7 @@ async def unit_of_work(
 class Relay:
     """Publishes a service's outbox to `chain.events`, in order, with confirms."""
 
-    def __init__(self, db_url: str, amqp_url: str, eventlog_max_age: str, batch: int = 500, publish_timeout: float = 10.0, poll_interval: float = 0.02):
+    def __init__(self, db_url: str, amqp_url: str, eventlog_max_age: str, batch: int = 500, publish_timeout: float = 10.0, poll_interval: float = 1.0):
         self.db_url = db_url
         self.amqp_url = amqp_url
         self.eventlog_max_age = eventlog_max_age
@@ -158,16 +159,20 @@ class Relay:
             async with connection:
                 channel = await connection.channel(publisher_confirms=True)
                 exchange = await declare_core(channel, self.eventlog_max_age)
+                # Woken by the outbox's trigger (migration 0003) when events are written;
+                # polling every 20 ms instead was most of a hop's latency (bench/chain.py).
+                # A notifying transaction commits under PostgreSQL's notify queue lock, which
+                # capped a hop at about 290 msg/s when every delivery committed alone; a
+                # river's batch commits once, so that is now one notification per batch.
+                written = asyncio.Event()
+                await listener.add_listener(NOTIFY_CHANNEL, lambda *_: written.set())
                 log.info("relay_active")
                 while not stop.is_set():
+                    written.clear()  # before reading: what is written after it wakes us again
                     await self.prune(listener)
                     sent = await self.publish_batch(listener, exchange)
                     if sent < self.batch:
-                        # Polling, not LISTEN/NOTIFY: a NOTIFY in every handler transaction
-                        # serialises all commits on PostgreSQL's notify queue lock, which
-                        # capped a hop at about 290 msg/s here (bench/hop.py).
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), self.poll_interval)
+                        await _first(written.wait(), stop.wait(), timeout=self.poll_interval)
         finally:
             await listener.close()
 
@@ -220,6 +225,16 @@ class Relay:
         )
         # A Basic.Nack from the broker raises (aiormq's DeliveryError): not published.
         await channel.basic_publish(row["body"].encode(), exchange=exchange, routing_key=row["type"], properties=properties, mandatory=True)
+
+
+async def _first(*waits, timeout: float) -> None:
+    """Until the first of `waits` is done, or `timeout` seconds."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _confirmed(publish: asyncio.Future) -> bool:

@@ -298,9 +298,15 @@ async def test_proposed_confirmed_agreed_and_settled(b):
     assert await b.brukt("4601") == 3  # a settled household keeps its places
 
     # events carry the case's correlation id from the vedtak, sequence 1, 2, 3
-    rows = await b.pool.fetch("SELECT sequence, body FROM outbox WHERE subject = $1 ORDER BY sequence", sak_id)
+    rows = await b.pool.fetch("SELECT sequence, body, event_id FROM outbox WHERE subject = $1 ORDER BY sequence", sak_id)
     assert [r["sequence"] for r in rows] == [1, 2, 3]
     assert len({json.loads(r["body"])["correlationid"] for r in rows}) == 1
+    # ... and were folded into the KPI projection as they were emitted, and recorded as applied
+    kpi = json.loads(await b.pool.fetchval("SELECT data FROM kpi_sak WHERE sak_id = $1", sak_id))
+    assert {str(r["event_id"]) for r in rows} <= set(kpi["sette"])
+    assert [s for s, _ in kpi["statusar"]][-3:] == ["fordelt", "sokt_ut", "bosatt"]
+    inbox = await b.pool.fetch("SELECT event_id FROM inbox WHERE source = 'urn:chain:bosetting'")
+    assert {r["event_id"] for r in rows} <= {r["event_id"] for r in inbox}
 
     # a settled case cannot be withdrawn; the caseworkers' log has the confirmation
     assert_problem(await b.trekk(sak_id), 409)
@@ -502,6 +508,28 @@ async def test_two_allocators_at_once_never_overbook(b):
     assert sum(made) == 4  # 4 households of 2 in 9 places, never split, never more
     assert await b.brukt("0301", Kategori.vaksen) == 8
     assert await b.pool.fetchval("SELECT count(*) FROM forslag WHERE status = 'open' AND sak_id = ANY($1)", saker) == 4
+
+
+async def test_the_solve_holds_no_lock_and_a_sak_changed_meanwhile_waits_for_the_next_batch(b, monkeypatch):
+    """Bug (bench/chain.py): the allocator held its saker's row locks through the solve,
+    so the river's batch stopped at the first event for any of them, for up to seconds."""
+    await b.vedtak("0301", vaksen=20)
+    vs = [vedtak((30,), Kategori.vaksen) for _ in range(3)]
+    saker = [await b.ny_sak(v) for v in vs]
+    optimer = handlers.allokering.optimer
+
+    def slow(*args, **kwargs):
+        # Meanwhile, UDI corrects the first sak (a transaction that locks and updates it).
+        korrigert = VedtakKorrigert(reg_nummer=vs[0].reg_nummer, kategori=Kategori.vaksen, personar=vs[0].personar, grunn="x")
+        asyncio.run_coroutine_threadsafe(asyncio.wait_for(b.event(korrigert, saker[0]), 5), loop).result()
+        return optimer(*args, **kwargs)
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(handlers.allokering, "optimer", slow)
+    assert await b.fordel() == 2  # the corrected sak's proposal was for its old version
+    assert [await b.forslag(s) is None for s in saker] == [True, False, False]
+    monkeypatch.setattr(handlers.allokering, "optimer", optimer)
+    assert await b.fordel() == 1
 
 
 async def test_events_for_an_unknown_sak_wait_and_a_second_vedtak_is_rejected(b):

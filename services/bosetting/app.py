@@ -58,8 +58,9 @@ SPEC = ServiceSpec(
     name="bosetting",
     description="Settlement case lifecycle (vedtak to bosatt), kommune capacity and allocation.",
     # Whole producers' streams are bound, so the per-case sequence has no holes. Its own
-    # bosetting.* events come back for the KPI projection (built from events, as a rebuild is).
-    bindings=("vedtak.*", "kartlegging.*", "mottak.*", "kommune.*", "bosetting.*"),
+    # bosetting.* events are folded into the KPI projection as they are emitted, so they
+    # are not bound (a broker that still has the old binding delivers them: a no-op).
+    bindings=("vedtak.*", "kartlegging.*", "mottak.*", "kommune.*"),
     handlers=handlers.EVENT_HANDLERS,
     routers=[router],
     startup=[load_reference_data],

@@ -11,6 +11,7 @@ from services.bosetting.allokering import KommuneTilstand
 from services.bosetting.domain import Person, Sak, Status
 from services.bosetting.referansedata import Kommune, Tilbod
 from shared.catalogue import Kategori
+from shared.envelope import Envelope
 
 _SAK_COLUMNS = (
     "sak_id, reg_nummer, kategori, sakstype, vedtaksdato, personar, status, kommunenummer,"
@@ -97,16 +98,32 @@ async def save_sak(conn: asyncpg.Connection, sak: Sak) -> None:
     )
 
 
-async def fordelingsklare_saker(conn: asyncpg.Connection, limit: int) -> list[Sak]:
-    """Fordelingsklar saker without an open proposal, oldest decisions first; rows another
-    allocator holds are skipped, not waited for."""
+async def fordelingsklare_saker(conn: asyncpg.Connection, limit: int) -> list[tuple[Sak, str]]:
+    """Fordelingsklar saker without an open proposal, oldest decisions first, each with its
+    row version (`xmin`, new with every update of the row). Not locked: the allocator
+    solves without holding them and takes only those unchanged since (`lat_uendra`)."""
     rows = await conn.fetch(
-        f"SELECT {_SAK_COLUMNS} FROM sak s WHERE status = 'fordelingsklar'"
+        f"SELECT {_SAK_COLUMNS}, xmin::text AS versjon FROM sak s WHERE status = 'fordelingsklar'"
         " AND NOT EXISTS (SELECT 1 FROM forslag f WHERE f.sak_id = s.sak_id AND f.status = 'open')"
-        " ORDER BY vedtaksdato, sak_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        " ORDER BY vedtaksdato, sak_id LIMIT $1",
         limit,
     )
-    return [_sak(r) for r in rows]
+    return [(_sak(r), r["versjon"]) for r in rows]
+
+
+async def lat_uendra(conn: asyncpg.Connection, versjonar: dict[str, str]) -> set[str]:
+    """Lock the saker still in the version read, fordelingsklar and without an open
+    proposal; skip those another transaction holds (another allocator, or an event being
+    applied): they are for the next batch."""
+    rows = await conn.fetch(
+        "SELECT s.sak_id FROM sak s JOIN unnest($1::text[], $2::text[]) AS v(sak_id, versjon) USING (sak_id)"
+        " WHERE s.xmin::text = v.versjon AND s.status = 'fordelingsklar'"
+        " AND NOT EXISTS (SELECT 1 FROM forslag f WHERE f.sak_id = s.sak_id AND f.status = 'open')"
+        " ORDER BY s.sak_id FOR UPDATE OF s SKIP LOCKED",
+        list(versjonar),
+        list(versjonar.values()),
+    )
+    return {r["sak_id"] for r in rows}
 
 
 async def saker_med_frist_no(conn: asyncpg.Connection, idag: date, varsel_dagar: int, limit: int) -> list[Sak]:
@@ -478,9 +495,24 @@ async def kpi_sak(conn: asyncpg.Connection, sak_id: str) -> "kpi.KpiSak | None":
     """The case's KPI record, locked. A case's events come from several producers and are
     applied concurrently: the placeholder row makes the second wait for the first (without
     it both would start from nothing, and the later write would drop the earlier event)."""
-    await conn.execute("INSERT INTO kpi_sak (sak_id, data) VALUES ($1, 'null') ON CONFLICT DO NOTHING", sak_id)
-    data = json.loads(await conn.fetchval("SELECT data FROM kpi_sak WHERE sak_id = $1 FOR UPDATE", sak_id))
+    # One round trip: the no-op update of an existing row locks it and returns its data.
+    data = json.loads(await conn.fetchval(
+        "INSERT INTO kpi_sak (sak_id, data) VALUES ($1, 'null')"
+        " ON CONFLICT (sak_id) DO UPDATE SET data = kpi_sak.data RETURNING data",
+        sak_id,
+    ))
     return kpi.fra_json(data) if data else None
+
+
+async def merk_brukt(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
+    """Record events as applied in the inbox (bosetting's own, applied as emitted)."""
+    await conn.execute(
+        "INSERT INTO inbox (source, event_id, type) SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])"
+        " ON CONFLICT DO NOTHING",
+        [e.source for e in envelopes],
+        [e.id for e in envelopes],
+        [e.type for e in envelopes],
+    )
 
 
 async def lagre_kpi_sak(conn: asyncpg.Connection, sak: "kpi.KpiSak") -> None:
