@@ -456,7 +456,9 @@ async def counts(db: dict[str, asyncpg.Pool]) -> dict[str, dict[str, int]]:
     out = {}
     for service, pool in db.items():
         out[service] = {
-            "inbox": await pool.fetchval("SELECT count(*) FROM inbox"),
+            # Deliveries: not a service's own events, which bosetting records as applied
+            # when it emits them (services/bosetting/handlers.py: _kpi_eigne).
+            "inbox": await pool.fetchval("SELECT count(*) FROM inbox WHERE source <> $1", f"urn:chain:{service}"),
             "outbox": await pool.fetchval("SELECT count(*) FROM outbox"),
         }
     return out
@@ -660,8 +662,10 @@ async def hop_rows(db: dict[str, asyncpg.Pool], run: Run, since: float, until: f
     consumed = []
     for service, pool in db.items():
         rows = await pool.fetch(
-            "SELECT source, event_id::text AS id, extract(epoch FROM received_at)::float8 AS at FROM inbox WHERE received_at >= to_timestamp($1)",
+            "SELECT source, event_id::text AS id, extract(epoch FROM received_at)::float8 AS at FROM inbox"
+            " WHERE received_at >= to_timestamp($1) AND source <> $2",  # own events are no hop
             since,
+            f"urn:chain:{service}",
         )
         consumed += [(service, r["source"], r["id"], r["at"]) for r in rows]
     edges = hop_latencies(produced, consumed)
