@@ -118,7 +118,7 @@ async def _summary(env: Environment, sim: Simulator, elapsed: float, ar: int) ->
         imdi = {"Authorization": f"Bearer {env.token('imdi:demo')}"}
         stats = (await http.get(env.url("bosetting") + "/statistikk", headers=imdi)).json()
         rounds = (await http.get(env.url("bosetting") + "/fordelingsrundar?limit=1000", headers=imdi)).json()
-        dekning = (await http.get(env.url("kartlegging") + "/dekning")).json()
+        dekning = (await http.get(env.url("kartlegging") + "/dekning", headers=imdi)).json()
         kpi = await _kpi_rapport(http, env, imdi, ar)
         kommunar_etter = (await http.get(env.url("bosetting") + "/kommunar", headers=imdi)).json()
         nav = env.maskinporten_token(NAV, "imdi:kompetanse/nav")

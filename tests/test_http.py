@@ -162,6 +162,19 @@ async def test_kartlegging_malformed_json_is_422_without_echo(kartlegging, house
     assert "01019912345" not in r.text
 
 
+async def test_kartlegging_status_and_coverage_need_a_token(env, household):
+    """Which persons of a case are mapped is for those who map; coverage for any caller."""
+    sak_id, _ = household
+    async with httpx.AsyncClient(base_url=env.url("kartlegging")) as http:
+        assert_problem(await http.get(f"/kartleggingar/{sak_id}"), 401)
+        assert_problem(await http.get("/dekning"), 401)
+        for subject in ("fylke:46", f"person:{household[1][0]}"):
+            assert_problem(await http.get(f"/kartleggingar/{sak_id}", headers=auth(env, subject)), 403)
+        assert (await http.get("/dekning", headers=auth(env, "fylke:46"))).status_code == 200
+        for subject in ("mottak:mottak-01", "kommune:0301", "imdi:test"):
+            assert (await http.get(f"/kartleggingar/{sak_id}", headers=auth(env, subject))).status_code == 200
+
+
 async def test_kartlegging_for_an_unknown_sak_is_404(kartlegging):
     r = await kartlegging.post(f"/kartleggingar/{new_sak_id()}/personar/{new_person_id()}", json={"utdanning": UTDANNING})
     assert_problem(r, 404)

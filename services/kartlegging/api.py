@@ -357,8 +357,10 @@ async def _sak(rt: Runtime, sak_id: str):
     return found[0]
 
 
-@router.get("/kartleggingar/{sak_id}", response_model=Kartleggingsstatus, tags=["kartlegging"], responses=problems(404))
-async def status(rt: RuntimeDep, sak_id: SakIdPath):
+@router.get("/kartleggingar/{sak_id}", response_model=Kartleggingsstatus, tags=["kartlegging"], responses=problems(401, 403, 404))
+async def status(rt: RuntimeDep, _: Kartleggar, sak_id: SakIdPath):
+    """Which persons of the case are mapped: for those who map (it names persons, if only by
+    pseudonymous id)."""
     sak = await _sak(rt, sak_id)
     return Kartleggingsstatus(
         sak_id=sak_id,
@@ -368,8 +370,8 @@ async def status(rt: RuntimeDep, sak_id: SakIdPath):
     )
 
 
-@router.get("/dekning", tags=["kartlegging"])
-async def dekning(rt: RuntimeDep) -> dict:
+@router.get("/dekning", tags=["kartlegging"], responses=problems(401))
+async def dekning(rt: RuntimeDep, _: Caller) -> dict:
     """Mapping coverage and completeness, in aggregate: persons to be mapped, mapped,
     drafts in progress, corrected, mean completeness and the most often missing fields."""
     async with rt.pool.acquire() as conn:
