@@ -37,6 +37,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -285,6 +286,15 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def broker_pid() -> int | None:
+    """The OS process of the RabbitMQ node rabbitmqctl talks to (the chain's)."""
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+        out = subprocess.run([ctl, "-q", "eval", "os:getpid()."], capture_output=True, text=True, timeout=30).stdout
+        return int(out.strip().strip('"'))
+    return None
+
+
 def pids_named(comm: str) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
@@ -303,6 +313,11 @@ class Sampler:
         self.procs = procs
         self.max_rss: dict[str, int] = defaultdict(int)
         self.depths: dict[str, list[int]] = defaultdict(list)  # service queue depth, once a second
+        # CPU seconds last seen per server process: a backend that exits keeps its share, so
+        # a group's total never goes down (summing the processes alive at each look did,
+        # when connections closed between two looks).
+        self.seen: dict[str, dict[int, float]] = {"postgresql (all)": {}, "rabbitmq": {}}
+        self.broker_pid = broker_pid()
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.procs.items()}
@@ -310,11 +325,18 @@ class Sampler:
     def cpu(self) -> dict[str, float]:
         out = {name: _proc_cpu(pid) for name, pid in self.pids().items()}
         out["bench (simulator)"] = _proc_cpu(os.getpid())
-        out["postgresql (all)"] = sum(_proc_cpu(p) for p in pids_named("postgres"))
-        out["rabbitmq"] = sum(_proc_cpu(p) for p in pids_named("beam.smp"))
+        out["postgresql (all)"] = self._group("postgresql (all)", pids_named("postgres"))
+        # Our broker only: another node on the machine (a chaos run's) is not ours.
+        out["rabbitmq"] = self._group("rabbitmq", [self.broker_pid] if self.broker_pid else pids_named("beam.smp"))
         out["machine"] = _system_busy()
         out["t"] = time.perf_counter()
         return out
+
+    def _group(self, name: str, pids: list[int]) -> float:
+        seen = self.seen[name]
+        for pid in pids:
+            seen[pid] = max(seen.get(pid, 0.0), _proc_cpu(pid))
+        return sum(seen.values())
 
     def memory(self) -> dict[str, dict[str, float]]:
         out = {}
