@@ -28,8 +28,12 @@ class Envelope(BaseModel):
     # Other CloudEvents extensions are allowed and carried along untouched.
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    specversion: Literal["1.0"] = "1.0"
-    id: UUID = Field(default_factory=uuid4, description="Unique per event; with `source` the inbox key")
+    # Defaults for envelopes built in code; a received envelope must carry both (parse_envelope).
+    specversion: Literal["1.0"] = Field(default="1.0", description="Required in what you send (CloudEvents)")
+    id: UUID = Field(
+        default_factory=uuid4,
+        description="Unique per event; with `source` the inbox key. Required in what you send: an event without one is dead-lettered",
+    )
     source: str = Field(min_length=1, max_length=200, description="Producer, e.g. urn:chain:bosetting")
     type: str = Field(min_length=1, max_length=100, description="Event name; also the AMQP routing key")
     # When it happened, in business time (shared/klokke.py: real time unless simulated).
@@ -48,6 +52,11 @@ def parse_envelope(body: bytes) -> Envelope:
     if len(body) > MAX_MESSAGE_BYTES:
         raise ValueError(f"message of {len(body)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
     envelope = Envelope.model_validate_json(body)
+    # Filled in when we build an envelope, required when we receive one: an event without
+    # an id would get a new one at every delivery, and a redelivery would be applied again.
+    missing = [k for k in ("id", "specversion") if k not in envelope.model_fields_set]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
     # Control characters in the keys a consumer stores (inbox, sequence) would fail its
     # database write, and with it every event committed in the same batch.
     bad = [k for k in ("source", "type", "subject", "dataschema") if CONTROL.search(getattr(envelope, k))]

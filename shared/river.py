@@ -14,7 +14,8 @@ that is safe (`UpTo`). A delivery that fails is undone alone (a savepoint, see
 - duplicate (inbox hit) or stale sequence: ack, nothing changes;
 - sequence gap, a transient error, or a handler saying `NotReady`: delayed retry through
   the queue's TTL retry tiers, with the attempt count in `x-attempt`;
-- malformed input, an unknown event, a `Rejected` command, or retries exhausted:
+- malformed input, an unknown event, a `Rejected` command, data the database refuses
+  (PostgreSQL's class 22, e.g. a NUL in text: no retry would store it), or retries exhausted:
   dead-lettered to `<queue>.dlq` with the reason in the headers. It never blocks the queue.
 
 If the batch's transaction itself fails (a lost connection, a failed commit), nothing in
@@ -189,6 +190,8 @@ class River:
                 await self._dead_letter(message, "rejected", str(result), attempt)
             case SequenceGap() | NotReady():
                 await self._retry(message, attempt, type(result).__name__, str(result))
+            case asyncpg.DataError():  # the event's data cannot be stored (a NUL, a number too large): never will
+                await self._dead_letter(message, "invalid", f"data the database refuses: {type(result).__name__}", attempt)
             case Exception():  # transient by default: a database restart, a lost connection
                 log.warning("handler_failed", error=type(result).__name__, attempt=attempt)
                 await self._retry(message, attempt, "error", _describe(result))

@@ -22,7 +22,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 from shared import tokens, topology
 from shared.config import Settings, settings
 from shared.db import open_database
-from shared.http import Problem, install_problem_handlers, problem_response
+from shared.http import Problem, install_problem_handlers, problem_response, problems
 from shared.log import configure, get_logger
 from shared.outbox import outbox_backlog
 from shared.river import Handler, River
@@ -123,7 +123,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
     async def live() -> dict:
         return {"status": "ok"}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get("/health/ready", tags=["health"], responses=problems(503))
     async def ready(request: Request):
         rt: Runtime = request.app.state.runtime
         checks = await readiness(rt)

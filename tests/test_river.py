@@ -1,6 +1,7 @@
 """The river (inbox, sequence, retries, dead letters) with bosetting's handlers, against
 the real RabbitMQ and PostgreSQL."""
 
+import json
 import random
 
 import pytest
@@ -120,3 +121,31 @@ async def test_a_rejected_event_is_dead_lettered_at_once(bosetting):
     [letter] = await eventually(lambda: _n_dead_letters(bosetting, 1))
     assert letter.headers["x-error-kind"] == "rejected"
     assert letter.headers["x-attempt"] == 0
+
+
+async def test_an_envelope_without_an_id_is_dead_lettered_not_given_one(bosetting):
+    """Bug: a missing id was filled with a fresh one at parse, so each redelivery of the
+    same message looked new to the inbox and would be applied again."""
+    await bosetting.dead_letters()
+    good = envelope_for(vedtak(), new_sak_id(), UDI, 1)
+    for missing in ("id", "specversion"):
+        await bosetting.publish(json.dumps({k: v for k, v in json.loads(good.model_dump_json()).items() if k != missing}).encode())
+    letters = await eventually(lambda: _n_dead_letters(bosetting, 2))
+    assert sorted(m.headers["x-error-reason"] for m in letters) == ["ValueError: missing id", "ValueError: missing specversion"]
+    assert await sak_row(bosetting, good.subject) is None
+
+
+async def test_data_the_database_refuses_is_dead_lettered_at_once_not_retried(env):
+    """A NUL in text (PostgreSQL cannot store it) fails the same way at every attempt."""
+
+    async def stores(uow, envelope, data) -> None:
+        await uow.conn.execute("SELECT $1::text", "a\x00b")
+
+    async with river_harness(env, "kompetanse", {"vedtak.fattet": stores}) as h:
+        await h.dead_letters()
+        await h.publish(envelope_for(vedtak(), new_sak_id(), UDI, 1))
+        [letter] = await eventually(lambda: _n_dead_letters(h, 1))
+        assert letter.headers["x-error-kind"] == "invalid"
+        assert letter.headers["x-attempt"] == 0
+        assert "a\x00b" not in letter.headers["x-error-reason"]
+        assert h.river.stats.retried == 0
