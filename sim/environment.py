@@ -88,6 +88,18 @@ class Environment:
             await conn.close()
 
 
+    def drop_vhost(self) -> None:
+        """Delete this environment's vhost, its queues and stream with it: each holds some
+        of the broker's file handles, and environments left behind add up (see
+        scripts/ensure-services.sh). The databases stay, for a look afterwards."""
+        _rabbitmqctl("delete_vhost", self.name)
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    return subprocess.run([ctl, "-q", *args], capture_output=True, text=True, timeout=60)
+
+
 def _reset_vhost(vhost: str) -> None:
     ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     user = Settings().amqp_url.split("//", 1)[1].split(":", 1)[0]

@@ -25,7 +25,8 @@ configure("tests", "WARNING")
 @pytest.fixture(scope="session")
 async def env() -> Environment:
     await ENV.reset()
-    return ENV
+    yield ENV
+    ENV.drop_vhost()  # the broker's file handles (sim/environment.py)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,8 @@ pytestmark = pytest.mark.usefixtures("chain")
 async def env() -> Environment:
     own = Environment(f"fuzz_{ENV.name}", base_port=ENV.base_port + 20)
     await own.reset()
-    return own
+    yield own
+    own.drop_vhost()
 
 
 @pytest.fixture(scope="module")
