@@ -2,7 +2,9 @@
 
 Extensions: `correlationid` (the whole chain of a case's work), `causationid` (the event
 that caused this one) and `sequence` (per source and subject, starting at 1 and increasing
-by one), which lets a consumer detect gaps and hold an event until its predecessors arrive.
+by one), which lets a consumer detect gaps and hold an event until its predecessors arrive;
+and CloudEvents' distributed-tracing extension, `traceparent` and `tracestate` (W3C Trace
+Context; optional, see shared/tracing.py).
 """
 
 import re
@@ -24,6 +26,10 @@ Subject = Field(
 )
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class Envelope(BaseModel):
     # Other CloudEvents extensions are allowed and carried along untouched.
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -41,6 +47,18 @@ class Envelope(BaseModel):
     correlationid: UUID
     causationid: UUID | None = None
     sequence: int = Field(ge=1, description="Per source and subject: 1, 2, 3, ...")
+    # Optional and unconstrained beyond length: a malformed trace context is ignored (W3C
+    # Trace Context says so), never a reason to dead-letter the event. Left out of the JSON
+    # when absent, as CloudEvents wants of an extension attribute without a value.
+    traceparent: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        max_length=256,
+        description="W3C Trace Context `traceparent` (CloudEvents distributed-tracing extension), e.g."
+        " `00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>`. An event emitted while handling"
+        " another carries its cause's trace id; an event without a cause starts its case's trace",
+    )
+    tracestate: str | None = Field(default=None, exclude_if=_absent, max_length=512, description="W3C Trace Context `tracestate`, vendor trace data carried along")
 
 
 def parse_envelope(body: bytes) -> Envelope:
