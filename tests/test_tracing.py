@@ -10,7 +10,6 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
@@ -39,7 +38,7 @@ def spans():
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.install(provider)
     yield exporter
-    tracing.install(TracerProvider(sampler=ALWAYS_OFF))
+    tracing.install(None)
 
 
 async def emit_one(uow, envelope, data) -> None:
@@ -106,6 +105,33 @@ async def test_work_outside_a_delivery_joins_the_case_trace_it_moves_to():
     assert row.envelope.id == emitted.id
     assert parts(row.envelope.traceparent)[1] == case.hex
     assert parts(row.envelope.traceparent)[2] != f"{case.int & (2**64 - 1):016x}"  # its own span, under the case's root
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "parent_trace"),
+    [
+        (PARENT, TRACE_ID),
+        ("01-" + TRACE_ID + "-00f067aa0ba902b7-01-later", TRACE_ID),  # a later version, extra field
+        ("00-" + TRACE_ID + "-00f067aa0ba902b7-01-extra", None),  # version 00 has no more fields
+        ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", None),
+        ("00-" + TRACE_ID + "-" + "0" * 16 + "-01", None),
+        ("ff-" + TRACE_ID + "-00f067aa0ba902b7-01", None),
+        ("garbage", None),
+        (None, None),
+    ],
+)
+def test_without_recording_a_delivery_span_is_ids_only(traceparent, parent_trace):
+    """No SDK spans where nothing is recorded: the parent's trace id (or the case's if it
+    sent none or a malformed one), a new span id, its sampled flag as received."""
+    tracing.install(None)
+    cause = envelope_for(vedtak(), new_sak_id(), UDI, 1).model_copy(update={"traceparent": traceparent, "tracestate": "v=1"})
+    span = tracing.delivery_span(cause, "kartlegging")
+    carried, state = tracing.carried(span)
+    version, trace_id, span_id, flags = parts(carried)
+    assert (version, trace_id, flags) == ("00", parent_trace or cause.correlationid.hex, "01")
+    assert span_id != "00f067aa0ba902b7" and int(span_id, 16)
+    assert not span.is_recording()
+    assert state == ("v=1" if parent_trace else None)
 
 
 def test_no_traceparent_in_an_envelope_that_has_none():
