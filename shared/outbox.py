@@ -55,7 +55,12 @@ class UnitOfWork:
     (a river's batch writes the events of all its deliveries together)."""
 
     def __init__(
-        self, conn: asyncpg.Connection, source: str, cause: Envelope | None, correlationid: UUID | None, span: Span | None = None
+        self,
+        conn: asyncpg.Connection,
+        source: str,
+        cause: Envelope | None,
+        correlationid: UUID | None,
+        span: tracing.AnySpan | None = None,
     ):
         self.conn = conn
         self.source = source

@@ -39,7 +39,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from faststream.rabbit import RabbitBroker, RabbitExchange
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
 
 from shared import tracing
@@ -86,7 +86,7 @@ class Delivery:
     message: AbstractIncomingMessage
     envelope: Envelope
     data: EventData
-    span: Span  # applying it; what its handler emits is the span's child
+    span: tracing.AnySpan  # applying it; what its handler emits is the span's child
 
 
 # What applying a delivery came to: "applied", "duplicate", "stale", or the exception that
@@ -618,7 +618,7 @@ def _log_context(envelope: Envelope) -> Iterator[None]:
         structlog.contextvars.reset_contextvars(**tokens)
 
 
-def _close(span: Span, outcome: str) -> None:
+def _close(span: tracing.AnySpan, outcome: str) -> None:
     """End a delivery's span with its outcome (recorded only if someone records spans)."""
     if span.is_recording():
         span.set_attribute("chain.outcome", outcome)

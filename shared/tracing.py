@@ -96,6 +96,9 @@ class IdsOnly:
         pass
 
 
+AnySpan = Span | IdsOnly  # what a delivery's span is: the SDK's where recorded, else ids only
+
+
 def _ids_under(traceparent: str | None, tracestate: str | None) -> IdsOnly | None:
     """A new ids-only span under a valid traceparent (else None)."""
     match = _TRACEPARENT.match(traceparent) if traceparent else None
@@ -132,7 +135,7 @@ def case_context(correlationid) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(_case_root(correlationid)))
 
 
-def delivery_span(envelope, queue: str) -> Span:
+def delivery_span(envelope, queue: str) -> AnySpan:
     """The span of applying one delivery, a child of its envelope's trace context (or of
     its case's trace if the producer sent none); the caller ends it once settled."""
     if _tracer is None:
@@ -153,7 +156,7 @@ def delivery_span(envelope, queue: str) -> Span:
     return span
 
 
-def carried(span: Span | IdsOnly) -> Carried:
+def carried(span: AnySpan) -> Carried:
     """The trace attributes of an event emitted within `span`."""
     if isinstance(span, IdsOnly):
         return span.traceparent, span.tracestate
