@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from shared import tracing
 from shared.catalogue import KartleggingStartet, Kartleggingstype
+from shared.envelope import parse_envelope
 from shared.outbox import UnitOfWork
 from shared.publish import envelope_for
 from tests.conftest import eventually
@@ -132,6 +133,13 @@ def test_without_recording_a_delivery_span_is_ids_only(traceparent, parent_trace
     assert span_id != "00f067aa0ba902b7" and int(span_id, 16)
     assert not span.is_recording()
     assert state == ("v=1" if parent_trace else None)
+
+
+@pytest.mark.parametrize("bad", [5, ["00"], "0" * 300, {"a": 1}])
+def test_a_malformed_trace_context_is_dropped_not_refused(bad):
+    body = json.loads(envelope_for(vedtak(), new_sak_id(), UDI, 1).model_dump_json())
+    envelope = parse_envelope(json.dumps(body | {"traceparent": bad, "tracestate": bad}).encode())
+    assert envelope.traceparent is None and envelope.tracestate is None
 
 
 def test_no_traceparent_in_an_envelope_that_has_none():
