@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # HTTP bind address (0.0.0.0 in containers); each service's port is CHAIN_<SERVICE>_PORT.
     http_host: str = "127.0.0.1"
+    # A relay's Prometheus metrics port (`GET /metrics`, on http_host); 0: not served. A
+    # service serves its metrics on its own HTTP port. Off by default, as the three relays
+    # of a developer machine would need three ports; the Kubernetes manifests set 9101.
+    relay_metrics_port: int = 0
     # Kompetanse API access: Maskinporten-style JWTs (shared/maskinporten.py). Trusted
     # issuers and where their public keys are (a JWKS URL, or a file for development):
     # {"https://maskinporten.no/": "https://maskinporten.no/jwk"}. Empty: every token is refused.

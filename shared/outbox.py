@@ -13,15 +13,19 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import NamedTuple
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import aio_pika
 import aiormq
 import asyncpg
+from opentelemetry.trace import Span, StatusCode
 
+from shared import tracing
 from shared.catalogue import EventData, event_type_of
 from shared.envelope import CONTENT_TYPE, Envelope
 from shared.log import get_logger
+from shared.metrics import RelayMetrics
 from shared.topology import declare_core
 
 log = get_logger()
@@ -51,17 +55,38 @@ class UnitOfWork:
     still inside its transaction (`write_outbox`): two statements, however many events
     (a river's batch writes the events of all its deliveries together)."""
 
-    def __init__(self, conn: asyncpg.Connection, source: str, cause: Envelope | None, correlationid: UUID | None):
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        source: str,
+        cause: Envelope | None,
+        correlationid: UUID | None,
+        span: tracing.AnySpan | None = None,
+    ):
         self.conn = conn
         self.source = source
         self.cause = cause
         # A case keeps one correlation id from its vedtak to settlement.
         self.correlationid = correlationid or (cause.correlationid if cause else uuid4())
+        self.span = span  # the river's span of applying `cause`
         self.pending: list[OutboxRow] = []  # emitted, not yet written to the outbox
+        self._case_traces: dict[UUID, tracing.Carried] = {}
+
+    def _trace(self) -> tracing.Carried:
+        """The trace attributes of an event emitted now (shared/tracing.py): a child of the
+        delivery being applied, unless the handler moved the work to another case's
+        correlation (then, like work outside a delivery, into that case's trace)."""
+        if self.span is not None and self.cause is not None and self.correlationid == self.cause.correlationid:
+            return tracing.carried(self.span)
+        carried = self._case_traces.get(self.correlationid)
+        if carried is None:  # one producer span per case and unit of work
+            carried = self._case_traces[self.correlationid] = tracing.for_case(self.correlationid, f"{self.source} emit")
+        return carried
 
     async def emit(self, data: EventData, subject: str, headers: dict[str, str] | None = None) -> Emitted:
         """Emit `data` about `subject`; `headers` go on the AMQP message, for headers-exchange routing."""
         et = event_type_of(data)
+        traceparent, tracestate = self._trace()
         # Validated here, so that a bad event fails the handler that emits it.
         envelope = Envelope(
             source=self.source,
@@ -72,6 +97,8 @@ class UnitOfWork:
             correlationid=self.correlationid,
             causationid=self.cause.id if self.cause else None,
             sequence=1,  # the next one of the subject's, when written
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
         self.pending.append(OutboxRow(envelope, headers))
         return Emitted(envelope.id, envelope.type, envelope.subject)
@@ -136,7 +163,10 @@ async def unit_of_work(
 class Relay:
     """Publishes a service's outbox to `chain.events`, in order, with confirms."""
 
-    def __init__(self, db_url: str, amqp_url: str, eventlog_max_age: str, batch: int = 500, publish_timeout: float = 10.0, poll_interval: float = 1.0):
+    def __init__(
+        self, db_url: str, amqp_url: str, eventlog_max_age: str, batch: int = 500, publish_timeout: float = 10.0,
+        poll_interval: float = 1.0, service: str = "",
+    ):
         self.db_url = db_url
         self.amqp_url = amqp_url
         self.eventlog_max_age = eventlog_max_age
@@ -144,6 +174,7 @@ class Relay:
         self.publish_timeout = publish_timeout
         self.poll_interval = poll_interval
         self.published = 0
+        self.metrics = RelayMetrics(service or urlsplit(db_url).path.lstrip("/"))
         self._pruned_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -167,6 +198,7 @@ class Relay:
                 written = asyncio.Event()
                 await listener.add_listener(NOTIFY_CHANNEL, lambda *_: written.set())
                 log.info("relay_active")
+                self.metrics.active.set(1)
                 while not stop.is_set():
                     written.clear()  # before reading: what is written after it wakes us again
                     await self.prune(listener)
@@ -174,6 +206,7 @@ class Relay:
                     if sent < self.batch:
                         await _first(written.wait(), stop.wait(), timeout=self.poll_interval)
         finally:
+            self.metrics.active.set(0)
             await listener.close()
 
     async def prune(self, conn: asyncpg.Connection) -> None:
@@ -196,6 +229,7 @@ class Relay:
         # aio-pika Message per row showed in the relay's profile at hundreds a second.
         # (Waiting for a lost connection to come back is bounded too: run() starts over.)
         channel = await asyncio.wait_for(exchange.channel.get_underlay_channel(), self.publish_timeout)
+        spans = [tracing.publish_span(r["body"], exchange.name, r["type"]) for r in rows] if tracing.exporting() else []
         publishes = [asyncio.ensure_future(self._publish(channel, exchange.name, r)) for r in rows]
         _, late = await asyncio.wait(publishes, timeout=self.publish_timeout)
         for publish in late:
@@ -206,6 +240,7 @@ class Relay:
         if done:
             await conn.execute("UPDATE outbox SET published_at = now() WHERE position = ANY($1::bigint[])", done)
             self.published += len(done)
+        self._observe(rows, confirmed, spans)
         if failed:
             # Kept unpublished: retried next round. A consumer holds a later event of the
             # same case until this one arrives (sequence gap), so order is still kept.
@@ -214,6 +249,18 @@ class Relay:
             log.warning("relay_publish_failed", failed=failed, error=error)
             await asyncio.sleep(0.5)
         return len(done)
+
+    def _observe(self, rows: list[asyncpg.Record], confirmed: list[bool], spans: list[Span]) -> None:
+        """Count the batch's publishes by event type and end their spans (if any)."""
+        for row, ok in zip(rows, confirmed, strict=True):
+            if ok:
+                self.metrics.published(row["type"])
+            else:
+                self.metrics.failed(row["type"])
+        for span, ok in zip(spans, confirmed, strict=bool(spans)):  # no spans when none are exported
+            if not ok:
+                span.set_status(StatusCode.ERROR, "not confirmed")
+            span.end()
 
     async def _publish(self, channel: aiormq.abc.AbstractChannel, exchange: str, row: asyncpg.Record) -> None:
         properties = aiormq.spec.Basic.Properties(

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import aio_pika
 
+from shared import tracing
 from shared.catalogue import EventData, event_type_of
 from shared.envelope import CONTENT_TYPE, Envelope
 
@@ -15,15 +16,21 @@ from shared.envelope import CONTENT_TYPE, Envelope
 def envelope_for(
     data: EventData, subject: str, source: str, sequence: int, correlationid: UUID | None = None
 ) -> Envelope:
+    """An event starting (or continuing) its case's work: in the case's trace, whose trace
+    id is the correlation id (shared/tracing.py)."""
     et = event_type_of(data)
+    correlationid = correlationid or uuid4()
+    traceparent, tracestate = tracing.for_case(correlationid, f"{source} publish")
     return Envelope(
         source=source,
         type=et.name,
         subject=subject,
         dataschema=et.dataschema,
         data=data.model_dump(mode="json"),
-        correlationid=correlationid or uuid4(),
+        correlationid=correlationid,
         sequence=sequence,
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
 
 

@@ -20,10 +20,15 @@ that is safe (`UpTo`). A delivery that fails is undone alone (a savepoint, see
 
 If the batch's transaction itself fails (a lost connection, a failed commit), nothing in
 it took effect, and every delivery in it is retried as a transient error.
+
+Each delivery is a span (shared/tracing.py), a child of its envelope's `traceparent`; what
+its handler emits carries that span's context. Each is counted by event type and outcome,
+with its time from arrival to settlement, and each batch by size and time (shared/metrics.py).
 """
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,11 +40,14 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from faststream.rabbit import RabbitBroker, RabbitExchange
+from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
 
+from shared import tracing
 from shared.catalogue import EventData, UnknownEvent, parse_data
 from shared.envelope import Envelope, parse_envelope
 from shared.log import get_logger
+from shared.metrics import INVALID, RiverMetrics, type_label
 from shared.outbox import OutboxRow, UnitOfWork, write_outbox
 from shared.topology import DLX, ServiceQueue
 
@@ -79,6 +87,7 @@ class Delivery:
     message: AbstractIncomingMessage
     envelope: Envelope
     data: EventData
+    span: tracing.AnySpan  # applying it; what its handler emits is the span's child
 
 
 # What applying a delivery came to: "applied", "duplicate", "stale", or the exception that
@@ -113,6 +122,7 @@ class River:
         self._acks = OneByOne()  # on a channel of our own (start), UpTo: many with one frame
         self._in_hand = 0  # deliveries received and not settled yet
         self._all_settled = asyncio.Event()
+        self.metrics = RiverMetrics(self.service, self.queue.name)
 
     @property
     def source(self) -> str:
@@ -154,52 +164,75 @@ class River:
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Process one delivery and settle it (ack) exactly once. Called concurrently, a
         task per delivery; the deliveries meet in a batch."""
+        arrived = time.perf_counter()
         self._in_hand += 1
         self._all_settled.clear()
         self._acks.received(message)
         try:
-            await self._process(message)
+            await self._process(message, arrived)
         except Exception as exc:  # the broker refused the retry or dead-letter copy
             log.error("message_returned", error=type(exc).__name__)
             # Back to the queue; the delivery limit dead-letters it if this keeps happening.
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
             self._acks.settled(message)
+            # The AMQP type is the sender's too: only a catalogue name passes type_label.
+            self.metrics.settled(type_label(message.type or ""), "returned", time.perf_counter() - arrived)
         finally:
             self._in_hand -= 1
             if not self._in_hand:
                 self._all_settled.set()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: AbstractIncomingMessage, arrived: float) -> None:
         attempt = _attempt(message.headers)
         try:
             envelope = parse_envelope(message.body)
             data = parse_data(envelope)
         except (ValidationError, UnknownEvent, ValueError) as exc:
             await self._dead_letter(message, "invalid", _describe(exc), attempt)
+            self._count(INVALID, "dead_lettered", arrived)
             return
-        result = await self._batches.submit(Delivery(message, envelope, data))
-        with _log_context(envelope):
-            await self._settle(message, attempt, result)
+        span = tracing.delivery_span(envelope, self.queue.name)
+        try:
+            result = await self._batches.submit(Delivery(message, envelope, data, span))
+            with _log_context(envelope):
+                outcome = await self._settle(message, attempt, result)
+            self._count(envelope.type, outcome, arrived)  # a catalogue name: parse_data passed
+            _close(span, outcome)
+        except BaseException:
+            _close(span, "returned")
+            raise
 
-    async def _settle(self, message: AbstractIncomingMessage, attempt: int, result: Result) -> None:
+    async def _settle(self, message: AbstractIncomingMessage, attempt: int, result: Result) -> str:
         """A failed delivery goes to its retry tier or the DLQ (acked once the broker
-        confirmed the copy); what the batch committed it has acked already."""
+        confirmed the copy); what the batch committed it has acked already. Returns the outcome."""
         match result:
             case Rejected():
-                await self._dead_letter(message, "rejected", str(result), attempt)
+                return await self._dead_letter(message, "rejected", str(result), attempt)
             case SequenceGap() | NotReady():
-                await self._retry(message, attempt, type(result).__name__, str(result))
+                return await self._retry(message, attempt, type(result).__name__, str(result))
             case asyncpg.DataError():  # the event's data cannot be stored (a NUL, a number too large): never will
-                await self._dead_letter(message, "invalid", f"data the database refuses: {type(result).__name__}", attempt)
+                return await self._dead_letter(message, "invalid", f"data the database refuses: {type(result).__name__}", attempt)
             case Exception():  # transient by default: a database restart, a lost connection
                 log.warning("handler_failed", error=type(result).__name__, attempt=attempt)
-                await self._retry(message, attempt, "error", _describe(result))
+                return await self._retry(message, attempt, "error", _describe(result))
+            case "applied":
+                return "applied"
+            case _:
+                log.info("event_ignored", reason=result)
+                return result  # "duplicate" or "stale"
+
+    def _count(self, event_type: str, outcome: str, arrived: float) -> None:
+        match outcome:
             case "applied":
                 self.stats.applied += 1
-            case _:
+            case "duplicate" | "stale":
                 self.stats.duplicates += 1
-                log.info("event_ignored", reason=result)
+            case "retried":
+                self.stats.retried += 1
+            case "dead_lettered":
+                self.stats.dead_lettered += 1
+        self.metrics.settled(event_type, outcome, time.perf_counter() - arrived)
 
     async def _apply_batch(self, batch: list[Delivery]) -> list[Result]:
         """Apply a batch in one transaction: a few statements for the whole batch (inbox,
@@ -211,6 +244,7 @@ class River:
         are the batches after it until one passes without a failing handler."""
         # A task per delivery hands them over; the delivery tag restores the broker's
         # order, so two events of one case are applied as they came.
+        started = time.perf_counter()
         order = sorted(range(len(batch)), key=lambda i: batch[i].message.delivery_tag or 0)
         ordered = [batch[i] for i in order]
         results = None
@@ -224,6 +258,7 @@ class River:
             self._savepoints = any(isinstance(r, Exception) and not isinstance(r, SequenceGap) for r in results)
         # Acked only now, after the commit that holds their effect.
         await self._acks.ack([d.message for d, r in zip(ordered, results, strict=True) if isinstance(r, str)])
+        self.metrics.batch(len(batch), time.perf_counter() - started)
         in_batch_order: list[Result] = [""] * len(batch)
         for i, result in zip(order, results, strict=True):
             in_batch_order[i] = result
@@ -237,7 +272,7 @@ class River:
                 tx = await BatchTransaction.begin(conn, [d.envelope for d in deliveries], savepoints)
                 for d in deliveries:
                     with _log_context(d.envelope):
-                        results.append(await self._apply(tx, d.envelope, d.data))
+                        results.append(await self._apply(tx, d))
                 await tx.finish()
         except _HandlerFailed:
             raise
@@ -246,7 +281,8 @@ class River:
             return [exc] * len(deliveries)
         return results
 
-    async def _apply(self, tx: "BatchTransaction", envelope: Envelope, data: EventData) -> Result:
+    async def _apply(self, tx: "BatchTransaction", delivery: Delivery) -> Result:
+        envelope = delivery.envelope
         if not tx.first_receipt(envelope):
             return "duplicate"
         last = tx.last_sequence[(envelope.source, envelope.subject)]
@@ -255,7 +291,7 @@ class River:
         try:
             if envelope.sequence > last + 1:
                 raise SequenceGap(f"expected sequence {last + 1}, got {envelope.sequence}")
-            emitted = await self._run_handler(tx, envelope, data)
+            emitted = await self._run_handler(tx, delivery)
         except _HandlerFailed:
             raise
         except Exception as exc:
@@ -266,13 +302,14 @@ class River:
         tx.applied(envelope, emitted)
         return "applied"
 
-    async def _run_handler(self, tx: "BatchTransaction", envelope: Envelope, data: EventData) -> list[OutboxRow]:
+    async def _run_handler(self, tx: "BatchTransaction", delivery: Delivery) -> list[OutboxRow]:
         """The handler's state change; returns the events it emitted, for the batch to
         write to the outbox."""
+        envelope, data = delivery.envelope, delivery.data
         handler = self.handlers.get(envelope.type)
         if handler is None:  # events bound only to keep the sequence need no handler
             return []
-        uow = UnitOfWork(tx.conn, self.source, envelope, None)
+        uow = UnitOfWork(tx.conn, self.source, envelope, None, delivery.span)
         if not tx.savepoints:
             try:
                 await handler(uow, envelope, data)
@@ -292,19 +329,18 @@ class River:
             raise
         return uow.pending
 
-    async def _retry(self, message: AbstractIncomingMessage, attempt: int, kind: str, reason: str) -> None:
+    async def _retry(self, message: AbstractIncomingMessage, attempt: int, kind: str, reason: str) -> str:
         if attempt + 1 >= self.max_attempts:
-            await self._dead_letter(message, "retries_exhausted", f"{kind}: {reason}", attempt)
-            return
+            return await self._dead_letter(message, "retries_exhausted", f"{kind}: {reason}", attempt)
         tier = min(attempt, len(self.queue.retry_delays_ms) - 1)
         headers = dict(message.headers or {})
         headers.update({"x-attempt": attempt + 1, "x-last-error": f"{kind}: {reason}"[:500]})
         await self._republish(message, headers, DEFAULT_EXCHANGE, self.queue.retry_queue(tier))
         await message.ack()  # only after the broker confirmed the retry copy
         self._acks.settled(message)
-        self.stats.retried += 1
+        return "retried"
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, kind: str, reason: str, attempt: int) -> None:
+    async def _dead_letter(self, message: AbstractIncomingMessage, kind: str, reason: str, attempt: int) -> str:
         headers = dict(message.headers or {})
         headers.update(
             {
@@ -319,8 +355,8 @@ class River:
         await self._republish(message, headers, DEAD_LETTERS, self.queue.name)
         await message.ack()
         self._acks.settled(message)
-        self.stats.dead_lettered += 1
         log.warning("dead_lettered", kind=kind, reason=reason[:300])
+        return "dead_lettered"
 
     async def _republish(self, message: AbstractIncomingMessage, headers: dict, exchange: RabbitExchange, key: str) -> None:
         await self.broker.publish(
@@ -583,6 +619,15 @@ def _log_context(envelope: Envelope) -> Iterator[None]:
         yield
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
+
+
+def _close(span: tracing.AnySpan, outcome: str) -> None:
+    """End a delivery's span with its outcome (recorded only if someone records spans)."""
+    if span.is_recording():
+        span.set_attribute("chain.outcome", outcome)
+        if outcome in ("dead_lettered", "returned"):
+            span.set_status(StatusCode.ERROR, outcome)
+    span.end()
 
 
 def _attempt(headers: dict | None) -> int:

@@ -15,11 +15,12 @@ from typing import Any
 import aio_pika
 import asyncpg
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import tokens, topology
+from shared import metrics, tokens, topology, tracing
 from shared.config import Settings, settings
 from shared.db import open_database
 from shared.http import Problem, install_problem_handlers, problem_response, problems
@@ -82,6 +83,7 @@ class ServiceSpec:
 def create_app(spec: ServiceSpec) -> FastAPI:
     cfg = settings()
     configure(spec.name, cfg.log_level)
+    tracing.configure(spec.name)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -130,6 +132,14 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         if not all(checks.values()):
             return problem_response(503, "Not ready", ", ".join(k for k, ok in checks.items() if not ok))
         return {"status": "ready", "outbox_backlog": await outbox_backlog(rt.pool), "stats": rt.river.stats.__dict__}
+
+    # Prometheus text format; not in the OpenAPI document (it is for the scraper, not for
+    # API clients). The outbox backlog is read from the database now (shared/metrics.py).
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        rt: Runtime = request.app.state.runtime
+        await metrics.observe_outbox(rt.name, rt.pool)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

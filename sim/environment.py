@@ -16,7 +16,8 @@ from shared import maskinporten, tokens
 from shared.config import Settings
 
 SERVICES = ("kartlegging", "bosetting", "kompetanse")
-RETRY_DELAYS_MS = [100, 500, 2000, 5000]  # faster than production's: a demo's gaps heal in seconds
+RETRY_DELAYS_MS = [100, 500, 2000, 5000]
+RELAY_METRICS_OFFSET = 50  # from base_port  # faster than production's: a demo's gaps heal in seconds
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,18 @@ class Environment:
         return tokens.issue(self.settings().token_secret, subject)
 
     def ports(self) -> list[int]:
-        return [self.base_port + i for i in range(len(SERVICES))]
+        return [self.base_port + i for i in range(len(SERVICES))] + [self.relay_metrics_port(s) for s in SERVICES]
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.base_port + SERVICES.index(service)}"
+
+    def relay_metrics_port(self, service: str) -> int:
+        """Where a relay of this environment serves its metrics (CHAIN_RELAY_METRICS_PORT):
+        clear of the service ports of the other environments (tests, fuzz, benchmarks)."""
+        return self.base_port + RELAY_METRICS_OFFSET + SERVICES.index(service)
+
+    def relay_metrics_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.relay_metrics_port(service)}/metrics"
 
     async def reset(self) -> None:
         """Drop this environment's databases and recreate its vhost, empty."""

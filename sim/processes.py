@@ -30,8 +30,11 @@ class ProcessGroup:
     def start(self, name: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        env = self.environment.env()
+        if name.endswith("-relay"):  # each relay's metrics on a port of its own
+            env["CHAIN_RELAY_METRICS_PORT"] = str(self.environment.relay_metrics_port(name.removesuffix("-relay")))
         self.procs[name] = subprocess.Popen(
-            self.commands()[name], env=self.environment.env(), stdout=log, stderr=subprocess.STDOUT,
+            self.commands()[name], env=env, stdout=log, stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
         )
 
