@@ -33,9 +33,11 @@ async def env() -> Environment:
 async def chain(env):
     """The three services and their relays, running as processes."""
     procs = ProcessGroup(env, Path("var/logs") / env.name)
-    await procs.start_all()
-    yield procs
-    procs.stop_all()
+    try:  # a start that fails half-way must not leave processes holding the ports
+        await procs.start_all()
+        yield procs
+    finally:
+        procs.stop_all()
 
 
 async def eventually(check, timeout: float = 30.0, interval: float = 0.1):

@@ -75,9 +75,11 @@ async def env() -> Environment:
 @pytest.fixture(scope="module")
 async def chain(env):
     procs = ProcessGroup(env, Path("var/logs") / env.name)
-    await procs.start_all()
-    yield procs
-    procs.stop_all()
+    try:  # a start that fails half-way must not leave processes holding the ports
+        await procs.start_all()
+        yield procs
+    finally:
+        procs.stop_all()
 
 FNR = "01019012345"
 NAMN = "Kari Nordmann"
