@@ -25,7 +25,7 @@ async def test_the_kpi_report_agrees_with_the_cases_and_renders(env, tmp_path):
     conn = await asyncpg.connect(env.settings().database_url("bosetting"))
     try:
         rows = await conn.fetch("SELECT busetjingsdato, jsonb_array_length(personar) AS tal_personar FROM sak WHERE sak_id = ANY($1) AND status = 'bosatt'", ids)
-        # the projection catches up from bosetting's own events on the bus
+        # bosetting folds its own events as it emits them: the projection is current at once
         await eventually(lambda: _projected(conn, ids, len(rows)))
         alle = await conn.fetch("SELECT busetjingsdato, jsonb_array_length(personar) AS tal_personar FROM sak WHERE status = 'bosatt'")
         # every record saw its vedtak, whichever producer's event came first (no lost update)
