@@ -41,6 +41,7 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
+import httpx
 
 from bench.chain import ample_places, take_persons
 from sim.actors import Simulator
@@ -315,31 +316,29 @@ def _copy(body: bytes, routing_key: str) -> aio_pika.Message:
 async def tap_and_copy(env: Environment, bound, chosen, rng: random.Random, copies: Counter) -> None:
     """The services' own events of the chosen cases, copied in shuffled order straight to
     the queues bound to them (a redelivery storm, and copies overtaking one another)."""
+    held: list[tuple[str, bytes]] = []
+
+    async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        envelope = json.loads(message.body)
+        if envelope["source"].startswith("urn:chain:") and chosen(envelope["subject"]):
+            held.append((message.routing_key, message.body))
+        await message.ack()
+
     connection = await aio_pika.connect(env.settings().amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=500)
-        tap = await channel.declare_queue("chaos.tap", auto_delete=True)
+        tap = await channel.declare_queue("chaos.tap", exclusive=True)
         await tap.bind("chain.events", "#")
-        held: list[tuple[str, bytes]] = []
-        async with tap.iterator() as messages:
-            while True:
-                try:
-                    message = await asyncio.wait_for(messages.__anext__(), 0.5)
-                    await message.ack()
-                    envelope = json.loads(message.body)
-                    if envelope["source"].startswith("urn:chain:") and chosen(envelope["subject"]):
-                        held.append((message.routing_key, message.body))
-                    if len(held) < 20:
-                        continue
-                except TimeoutError:
-                    pass
-                rng.shuffle(held)
-                for key, body in held:
-                    for queue in bound_queues(bound, "chain.events", key):
-                        await channel.default_exchange.publish(_copy(body, key), routing_key=queue)
-                        copies[queue] += 1
-                held = []
+        await tap.consume(keep)
+        while True:
+            await asyncio.sleep(rng.uniform(0.1, 1.0))
+            batch, held[:] = list(held), []
+            rng.shuffle(batch)
+            for key, body in batch:
+                for queue in bound_queues(bound, "chain.events", key):
+                    await channel.default_exchange.publish(_copy(body, key), routing_key=queue)
+                    copies[queue] += 1
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -482,7 +481,7 @@ async def snapshot(env: Environment) -> dict[str, set[tuple]]:
     for table, (service, query) in SNAPSHOT.items():
         conn = await asyncpg.connect(env.settings().database_url(service))
         try:
-            out[table] = {tuple(r.values()) for r in await conn.fetch(query)}
+            out[table] = {tuple(tuple(v) if isinstance(v, list) else v for v in r.values()) for r in await conn.fetch(query)}
         finally:
             await conn.close()
     return out
@@ -583,6 +582,7 @@ async def phase_replicas(cfg: Config, sandbox: Sandbox) -> dict:
         await wait_drained(env, sandbox)
         tap.cancel()
         replicas = await verify(env, sandbox, workload, sim, sent)
+        replicas["applied_per_process"] = await applied_per_process(procs)
         diff = differences(await snapshot(single_env), await snapshot(env))
     finally:
         if tap is not None:
@@ -600,6 +600,16 @@ async def phase_replicas(cfg: Config, sandbox: Sandbox) -> dict:
         "differences": diff,
         "equal": all(d["only_single"] == 0 and d["only_replicas"] == 0 for d in diff.values()),
     }
+
+
+async def applied_per_process(procs: ProcessGroup) -> dict[str, int]:
+    """Deliveries each service replica applied (its river's count): both must have worked."""
+    out = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name in procs.commands():
+            if "-relay" not in name:
+                out[name] = (await http.get(procs.url(name) + "/health/ready")).json()["stats"]["applied"]
+    return out
 
 
 def sandbox_environment(sandbox: Sandbox, name: str, cfg: Config) -> Environment:
@@ -663,6 +673,7 @@ def markdown(report: dict) -> str:
                   f"({r['driver_copies']} held-back or copied driver publishes, {sum(r['tapped_copies'].values())} copies of service events). "
                   f"One replica: {r['single']['seconds']:.0f} s, lost {r['single']['lost']}, duplicated {r['single']['duplicated']}, DLQ {r['single']['dlq_depth']}; "
                   f"two replicas: {r['replicas']['seconds']:.0f} s, lost {r['replicas']['lost']}, duplicated {r['replicas']['duplicated']}, DLQ {r['replicas']['dlq_depth']}. "
+                  f"Deliveries applied per process: {r['replicas'].get('applied_per_process')}. "
                   f"Stores equal: **{'yes' if r['equal'] else 'NO'}**.\n",
                   "| table (timing-independent columns) | rows | only in one replica's run | only in two replicas' run |", "|---|---|---|---|"]
         lines += [f"| {t} | {d['rows']:,} | {d['only_single']} | {d['only_replicas']} |" for t, d in r["differences"].items()]
