@@ -496,7 +496,8 @@ def differences(a: dict[str, set[tuple]], b: dict[str, set[tuple]]) -> dict[str,
 
 
 async def start_chain(env: Environment, name: str, replicas: int = 1) -> ProcessGroup:
-    procs = ProcessGroup(env, ROOT / "var" / "chaos" / "logs" / name, replicas=replicas)
+    # Per port block: the test suite's small run and `make chaos` may run side by side.
+    procs = ProcessGroup(env, ROOT / "var" / "chaos" / f"logs-{env.base_port}" / name, replicas=replicas)
     await env.reset()
     procs.check_ports()
     for process in procs.commands():
@@ -621,6 +622,7 @@ async def run(cfg: Config, phases: tuple[str, ...] = ("faults", "replicas")) -> 
     report: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
     say(f"Chaos: seed {cfg.seed} (repeat with --seed {cfg.seed}); a throwaway RabbitMQ node and PostgreSQL cluster on ports {cfg.base_port}-{cfg.base_port + 2}")
     sandbox = Sandbox(cfg.base_port)
+    report["sandbox"] = {"root": str(sandbox.root), "node": sandbox.node}
     await asyncio.to_thread(sandbox.start)
     try:
         if "faults" in phases:
