@@ -190,6 +190,8 @@ class Simulator:
             except aiohttp.ClientResponseError as exc:
                 if exc.status != 503:  # 503: "try again" (its database restarting): next round
                     self._caseworker_error(exc)
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                continue  # bosetting is restarting: look again next time
             except Exception as exc:
                 self._caseworker_error(exc)
 

@@ -71,7 +71,7 @@ class Config:
     rate: float = 40.0  # households a second from UDI (the backlog is what the faults hit)
     replica_persons: int = 1_000
     mangled_share: float = 0.2  # cases whose events are duplicated and reordered in phase 3
-    timeout: float = 1800.0  # per phase
+    timeout: float = 1200.0  # per phase
     base_port: int = 9550  # sandbox: AMQP, Erlang distribution, PostgreSQL; services from base + 10
     results: Path = RESULTS
 
@@ -430,6 +430,9 @@ async def verify(env: Environment, sandbox: Sandbox, workload: list[Household], 
         profiles = await c.fetch("SELECT person_id, bosatt FROM profil WHERE person_id = ANY($1)", all_persons)
         count("kompetanse: profiles settled = persons settled (not protected)", Counter(settled_persons),
               Counter(r["person_id"] for r in profiles if r["bosatt"]))
+        missing = sorted(settled_persons - {r["person_id"] for r in profiles if r["bosatt"]})
+        if missing:
+            checks["kompetanse: profiles settled = persons settled (not protected)"]["examples"] = await _trace(db, persons, missing[:3])
 
         # Every event, the driver's and the services', in the inbox of every service bound to it.
         bound = bindings(sandbox, env.name)
@@ -460,6 +463,25 @@ async def verify(env: Environment, sandbox: Sandbox, workload: list[Household], 
         "simulator_errors": sim.errors[:5],
         "checks": checks,
     }
+
+
+async def _trace(db: dict, persons: dict[str, list[str]], missing: list[str]) -> list[dict]:
+    """Where a settled person's effect went missing: the case's bosatt event (its sequence,
+    whether it lists the person) and what kompetanse's inbox and sequence say about it."""
+    out = []
+    for person in missing:
+        sak = next(s for s, ps in persons.items() if person in ps)
+        events = await db["bosetting"].fetch("SELECT event_id, type, sequence, body FROM outbox WHERE subject = $1 ORDER BY sequence", sak)
+        inbox = {str(r["event_id"]) for r in await db["kompetanse"].fetch(
+            "SELECT event_id FROM inbox WHERE source = 'urn:chain:bosetting' AND event_id = ANY($1)", [e["event_id"] for e in events])}
+        out.append({
+            "person": person, "sak": sak,
+            "profile": dict(await db["kompetanse"].fetchrow("SELECT sak_id, kommunenummer, bosatt, endra_at::text FROM profil WHERE person_id = $1", person) or {}),
+            "kompetanse_last_sequence": await db["kompetanse"].fetchval(
+                "SELECT last_sequence FROM inbox_sequence WHERE source = 'urn:chain:bosetting' AND subject = $1", sak),
+            "bosetting_events": [(e["sequence"], e["type"], str(e["event_id"]) in inbox, person in e["body"]) for e in events],
+        })
+    return out
 
 
 SNAPSHOT = {
