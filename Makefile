@@ -61,7 +61,7 @@ clean:
 # Faults injected, nothing lost: 10,000 persons while services, relays, RabbitMQ and
 # PostgreSQL are killed and restarted, then two replicas with duplicated and reordered
 # deliveries. On a throwaway RabbitMQ node and PostgreSQL cluster of its own (never the
-# machine's shared ones), removed at the end. About 20-30 minutes; ARGS="--persons 2000
+# machine's shared ones), removed at the end. About 8-15 minutes; ARGS="--persons 2000
 # --seed 7 --duration 120" for another size, seed or fault window (`python -m sim.chaos -h`).
 # Figures in bench/results/chaos.{md,json}, logs in var/chaos/logs-<port>/.
 chaos: install
