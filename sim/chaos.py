@@ -644,9 +644,9 @@ async def run(cfg: Config, phases: tuple[str, ...] = ("faults", "replicas")) -> 
     report: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
     say(f"Chaos: seed {cfg.seed} (repeat with --seed {cfg.seed}); a throwaway RabbitMQ node and PostgreSQL cluster on ports {cfg.base_port}-{cfg.base_port + 2}")
     sandbox = Sandbox(cfg.base_port)
-    report["sandbox"] = {"root": str(sandbox.root), "node": sandbox.node}
-    await asyncio.to_thread(sandbox.start)
     try:
+        await asyncio.to_thread(sandbox.start)
+        report["sandbox"] = {"root": str(sandbox.root), "node": sandbox.node}
         if "faults" in phases:
             report["faults"] = await phase_faults(cfg, sandbox)
         if "replicas" in phases:

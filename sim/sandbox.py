@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -55,7 +55,7 @@ class Sandbox:
 
     base_port: int
     name: str = "chaos"
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chain-chaos-")))
+    root: Path | None = None  # made by start(); removed by stop()
 
     @property
     def node(self) -> str:
@@ -73,6 +73,7 @@ class Sandbox:
     # --- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        self.root = self.root or Path(tempfile.mkdtemp(prefix="chain-chaos-"))
         self.root.chmod(0o755)  # the rabbitmq and postgres users work beneath it
         self._prepare_rabbitmq()
         self._prepare_postgres()
@@ -81,6 +82,8 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop both and remove their files; safe to call after a failed start."""
+        if self.root is None:
+            return
         if (self.root / "rabbitmq").exists():
             _run(self._ctl("stop"), check=False, timeout=60)
             self._kill_leftover_beam()
