@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: browser demo test bench bench-hop bench-allocation bench-kompetanse bench-replay bench-chain install services clean
+.PHONY: browser demo test chaos bench bench-hop bench-allocation bench-kompetanse bench-replay bench-chain install services clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,15 @@ test: install services browser contracts deploy-check
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# Faults injected, nothing lost: 10,000 persons while services, relays, RabbitMQ and
+# PostgreSQL are killed and restarted, then two replicas with duplicated and reordered
+# deliveries. On a throwaway RabbitMQ node and PostgreSQL cluster of its own (never the
+# machine's shared ones), removed at the end. About 8-15 minutes; ARGS="--persons 2000
+# --seed 7 --duration 120" for another size, seed or fault window (`python -m sim.chaos -h`).
+# Figures in bench/results/chaos.{md,json}, logs in var/chaos/logs-<port>/.
+chaos: install
+	$(BIN)/python -m sim.chaos $(ARGS)
 
 # Benchmarks (ratios against a baseline measured in the same run); results in bench/results/.
 bench: bench-hop bench-allocation bench-kompetanse bench-replay bench-chain

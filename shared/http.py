@@ -1,6 +1,7 @@
 """HTTP plumbing shared by the services: RFC 9457 problem details for every error, and
 their place in each service's OpenAPI document (`problems`)."""
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -109,7 +110,31 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(_req: Request, exc: HTTPException):
         return problem_response(exc.status_code, str(exc.detail))
 
+    for transient in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(transient, _unavailable)
+
     _document(app)
+
+
+# The database restarting or unreachable, or a transaction chosen as a deadlock's victim:
+# nothing was committed, and the same request a moment later succeeds. A 500 said "our
+# bug" and clients gave up (found by sim/chaos.py restarting PostgreSQL under load); a 503
+# with Retry-After says "try again", which is true.
+DATABASE_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # the connection was lost mid-request
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, not yet accepting connections
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock victim, serialization failure
+    asyncpg.InterfaceError,  # the pool's connection was closed under it (only that: see below)
+    ConnectionError,  # the server refuses connections while it restarts
+)
+
+
+async def _unavailable(_req: Request, exc: Exception):
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" not in str(exc):
+        raise exc  # misuse of a connection is our bug: a 500, with its traceback in the log
+    response = problem_response(503, "Service unavailable", "The database is unavailable for a moment; try again")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def json_body(adapter: TypeAdapter) -> dict:

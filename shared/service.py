@@ -8,6 +8,7 @@ FastStream subscriber, so one process serves both the queue and HTTP.
 import asyncio
 import contextlib
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,7 +221,17 @@ async def caller(request: Request) -> str:
     return subject
 
 
+def _exit_cleanly(signum, frame) -> None:
+    """SIGTERM outside uvicorn's own handler. Uvicorn catches SIGTERM, shuts down gracefully
+    (the lifespan's end: rivers stop consuming, their batches commit and are acked), then
+    restores this handler and raises the signal again; the default handler would end the
+    process by the signal (exit -15/143) after a clean stop, which an orchestrator reads as
+    a crash. Before uvicorn starts, it stops the process the same way, with nothing in hand."""
+    raise SystemExit(0)
+
+
 def serve(app: FastAPI, name: str, default_port: int) -> None:
     """Run a service's app: `python -m services.<name>.app`; port from CHAIN_<NAME>_PORT."""
     port = int(os.environ.get(f"CHAIN_{name.upper()}_PORT", default_port))
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=settings().http_host, port=port, log_config=None, timeout_graceful_shutdown=25)

@@ -93,8 +93,14 @@ async def declare_service(channel: AbstractChannel, sq: ServiceQueue) -> None:
         )
 
 
-async def declare_all(url: str, queues: list[ServiceQueue], eventlog_max_age: str = "365D") -> None:
-    connection = await aio_pika.connect(url)
+# A broker that accepts the TCP connection but never answers the AMQP handshake (stopped
+# with `rabbitmqctl stop_app`, or overloaded) left a starting service waiting forever,
+# never ready and never restarted; now it fails and is restarted.
+CONNECT_TIMEOUT = 30.0
+
+
+async def declare_all(url: str, queues: list[ServiceQueue], eventlog_max_age: str = "365D", connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    connection = await aio_pika.connect(url, timeout=connect_timeout)
     async with connection:
         channel = await connection.channel()
         await declare_core(channel, eventlog_max_age)

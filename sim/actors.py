@@ -187,9 +187,18 @@ class Simulator:
                 if time.monotonic() - places_checked > places_every:
                     places_checked = time.monotonic()
                     await self._ask_for_places()
-            except Exception as exc:  # a finding of the run, not a reason to stop reviewing
-                self.counts["errors"] += 1
-                self.errors.append(f"caseworker: {exc}"[:300])
+            except aiohttp.ClientResponseError as exc:
+                if exc.status != 503:  # 503: "try again" (its database restarting): next round
+                    self._caseworker_error(exc)
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                continue  # bosetting is restarting: look again next time
+            except Exception as exc:
+                self._caseworker_error(exc)
+
+    def _caseworker_error(self, exc: Exception) -> None:
+        """A finding of the run, not a reason to stop reviewing."""
+        self.counts["errors"] += 1
+        self.errors.append(f"caseworker: {exc}"[:300])
 
     async def _ask_for_places(self) -> None:
         """IMDi's extra request (tilleggsoppmoding): decided places are only 7% above the

@@ -24,9 +24,17 @@ RELAY_METRICS_OFFSET = 50  # from base_port  # faster than production's: a demo'
 class Environment:
     name: str  # vhost and database prefix
     base_port: int = 8101
+    # Another broker and PostgreSQL server than CHAIN_AMQP_URL / CHAIN_PG_URL name (the
+    # chaos suite's throwaway ones, sim/sandbox.py), and the RabbitMQ node that rabbitmqctl
+    # must address there; None: the machine's own.
+    amqp_url: str | None = None
+    pg_url: str | None = None
+    rabbitmq_node: str | None = None
 
     def settings(self) -> Settings:
         base = Settings()
+        if self.amqp_url or self.pg_url:
+            base = base.model_copy(update={"amqp_url": self.amqp_url or base.amqp_url, "pg_url": self.pg_url or base.pg_url})
         # The environment's vhost replaces any in CHAIN_AMQP_URL (a shell set up for another
         # environment, or the service processes of this one, which inherit it).
         url = urlsplit(base.amqp_url)
@@ -86,7 +94,7 @@ class Environment:
 
     async def reset(self) -> None:
         """Drop this environment's databases and recreate its vhost, empty."""
-        _reset_vhost(self.name)
+        _reset_vhost(self.name, self.rabbitmq_node, user=self.settings().amqp_url.split("//", 1)[1].split(":", 1)[0])
         cfg = self.settings()
         conn = await asyncpg.connect(cfg.pg_url.rstrip("/") + "/postgres")
         try:
@@ -101,19 +109,18 @@ class Environment:
         """Delete this environment's vhost, its queues and stream with it: each holds some
         of the broker's file handles, and environments left behind add up (see
         scripts/ensure-services.sh). The databases stay, for a look afterwards."""
-        _rabbitmqctl("delete_vhost", self.name)
+        target = ["-n", self.rabbitmq_node] if self.rabbitmq_node else []
+        ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+        subprocess.run([ctl, "-q", *target, "delete_vhost", self.name], capture_output=True, text=True, timeout=60)
 
 
-def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
+def _reset_vhost(vhost: str, node: str | None = None, user: str | None = None) -> None:
+    """Recreate the vhost, empty, on the machine's broker or on `node` (a throwaway one)."""
     ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    return subprocess.run([ctl, "-q", *args], capture_output=True, text=True, timeout=60)
-
-
-def _reset_vhost(vhost: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    user = Settings().amqp_url.split("//", 1)[1].split(":", 1)[0]
+    user = user or Settings().amqp_url.split("//", 1)[1].split(":", 1)[0]
+    target = ["-n", node] if node else []
     for args in (["delete_vhost", vhost], ["add_vhost", vhost], ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"]):
-        result = subprocess.run([ctl, "-q", *args], capture_output=True, text=True, timeout=60)
+        result = subprocess.run([ctl, "-q", *target, *args], capture_output=True, text=True, timeout=60)
         if result.returncode != 0 and args[0] != "delete_vhost":
             raise RuntimeError(f"rabbitmqctl {args[0]} failed: {result.stderr.strip()}")
 

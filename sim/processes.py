@@ -16,30 +16,48 @@ from sim.environment import SERVICES, Environment
 
 @dataclass
 class ProcessGroup:
+    """The chain's processes: `<service>` and `<service>-relay`; with `replicas` > 1 also
+    `<service>-2`, `<service>-relay-2`, ... consuming the same queues and databases, each
+    service replica on HTTP ports of its own (the next block of three after the first's)."""
+
     environment: Environment
     log_dir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    replicas: int = 1
 
     def commands(self) -> dict[str, list[str]]:
         cmds = {}
-        for service in SERVICES:
-            cmds[service] = [sys.executable, "-m", f"services.{service}.app"]
-            cmds[f"{service}-relay"] = [sys.executable, "-m", "shared.relay", service]
+        for replica in range(1, self.replicas + 1):
+            suffix = "" if replica == 1 else f"-{replica}"
+            for service in SERVICES:
+                cmds[service + suffix] = [sys.executable, "-m", f"services.{service}.app"]
+                cmds[f"{service}-relay{suffix}"] = [sys.executable, "-m", "shared.relay", service]
         return cmds
 
     def start(self, name: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         env = self.environment.env()
-        if name.endswith("-relay"):  # each relay's metrics on a port of its own
-            env["CHAIN_RELAY_METRICS_PORT"] = str(self.environment.relay_metrics_port(name.removesuffix("-relay")))
+        service, replica = replica_of(name)
+        env[f"CHAIN_{service.upper()}_PORT"] = str(self.port(service, replica))
+        if "-relay" in name:  # each relay's metrics on a port of its own, replicas too
+            port = self.environment.relay_metrics_port(service) + len(SERVICES) * (replica - 1)
+            env["CHAIN_RELAY_METRICS_PORT"] = str(port)
         self.procs[name] = subprocess.Popen(
             self.commands()[name], env=env, stdout=log, stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
         )
 
+    def port(self, service: str, replica: int = 1) -> int:
+        return self.environment.base_port + len(SERVICES) * (replica - 1) + SERVICES.index(service)
+
+    def url(self, name: str) -> str:
+        """The HTTP address of a service process (`bosetting`, `bosetting-2`)."""
+        return f"http://127.0.0.1:{self.port(*replica_of(name))}"
+
     def check_ports(self) -> None:
-        busy = [port for port in self.environment.ports() if _in_use(port)]
+        ports = [self.port(s, r) for r in range(1, self.replicas + 1) for s in SERVICES]
+        busy = [port for port in ports if _in_use(port)]
         if busy:
             raise RuntimeError(f"ports {busy} are in use: is another demo or test run still going?")
 
@@ -56,7 +74,7 @@ class ProcessGroup:
                 while True:
                     self._check_alive(service)
                     try:
-                        if (await client.get(f"{self.environment.url(service)}/health/ready")).status_code == 200:
+                        if (await client.get(f"{self.url(service)}/health/ready")).status_code == 200:
                             break
                     except httpx.HTTPError:
                         pass
@@ -75,6 +93,17 @@ class ProcessGroup:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def terminate(self, name: str, timeout: float = 60.0) -> int | None:
+        """SIGTERM: a graceful stop; the exit code, or None if it outlived `timeout` (then killed)."""
+        proc = self.procs.pop(name)
+        proc.terminate()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
     def stop_all(self, timeout: float = 30.0) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -86,6 +115,13 @@ class ProcessGroup:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+def replica_of(name: str) -> tuple[str, int]:
+    """`bosetting-relay-2` -> ("bosetting", 2); `kompetanse` -> ("kompetanse", 1)."""
+    service, _, rest = name.partition("-")
+    number = rest.rsplit("-", 1)[-1]
+    return service, int(number) if number.isdigit() else 1
 
 
 def _in_use(port: int) -> bool:

@@ -6,6 +6,7 @@ token and a purpose."""
 from datetime import date
 
 import aio_pika
+import asyncpg
 import httpx
 import pytest
 
@@ -416,3 +417,47 @@ async def test_kompetanse_statistikk_with_a_token_is_served(env, kompetanse):
     r = await kompetanse.get("/statistikk", headers=nav(env))
     assert r.status_code == 200
     assert isinstance(r.json()["tabell"], list)
+
+
+# --- the database unavailable for a moment ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.InterfaceError("the underlying connection is closed"),
+        ConnectionRefusedError(111, "Connect call failed"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_database_restart_or_deadlock_is_a_503_to_retry_not_a_500(error):
+    """Found by the chaos suite: while PostgreSQL restarted, every service answered 500 (a
+    bug, to a client) for what a retry a moment later gets right."""
+    async with _failing(error) as http:
+        r = await http.get("/fails")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.headers["content-type"] == "application/problem+json" and r.json()["status"] == 503
+
+
+async def test_misusing_a_connection_is_still_a_500():
+    async with _failing(asyncpg.InterfaceError("cannot perform operation: another operation is in progress")) as http:
+        r = await http.get("/fails")
+    assert r.status_code == 500
+
+
+def _failing(error: Exception) -> httpx.AsyncClient:
+    from fastapi import FastAPI
+
+    from shared.http import install_problem_handlers
+
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/fails")
+    async def fails():
+        raise error
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test")

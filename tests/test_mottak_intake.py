@@ -129,6 +129,50 @@ async def _ignore(message) -> None:
     pass
 
 
+async def _consume(channel, queue: str, **arguments) -> None:
+    await channel.set_qos(prefetch_count=10)
+    await (await channel.get_queue(queue, ensure=False)).consume(_ignore, arguments=arguments or None)
+
+
+@pytest.mark.parametrize(
+    ("what", "attempt"),
+    [
+        ("read the event log", lambda ch: _consume(ch, "chain.eventlog", **{"x-stream-offset": "first"})),
+        ("read its own intake queue", lambda ch: _consume(ch, "kartlegging.mottak-inn")),
+        ("read the intake's dead letters", lambda ch: _consume(ch, "kartlegging.mottak-inn.dlq")),
+        ("read another queue's dead letters", lambda ch: _consume(ch, "bosetting.dlq")),
+        ("get a message from a service queue", lambda ch: _get(ch, "kompetanse")),
+        ("publish straight to the intake queue, past the exchange", lambda ch: _publish(ch, "", "kartlegging.mottak-inn")),
+        ("publish straight to a service queue", lambda ch: _publish(ch, "", "bosetting")),
+        ("publish to the dead-letter exchange", lambda ch: _publish(ch, "chain.dlx", "bosetting")),
+        ("bind the intake exchange to a queue of its choosing", lambda ch: _bind(ch, "bosetting", MOTTAK_INN, "mottak.#")),
+    ],
+)
+async def test_a_mottak_user_reads_nothing_and_writes_only_to_its_intake(env, tilgang, what, attempt):
+    """The mottak system's user may publish `mottak.*` to `mottak.inn` (the test above),
+    and nothing else: no queue of the chain's to read, no way around the intake."""
+    connection = await aio_pika.connect(tilgang.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        with pytest.raises((ChannelAccessRefused, ChannelClosed)) as refused:
+            await attempt(channel)
+            await channel.close()  # a refused publish surfaces when the channel closes
+        assert "ACCESS_REFUSED" in str(refused.value) or isinstance(refused.value, ChannelAccessRefused), what
+
+
+async def _get(channel, queue: str) -> None:
+    await (await channel.get_queue(queue, ensure=False)).get(fail=False, timeout=5)
+
+
+async def _publish(channel, exchange: str, routing_key: str) -> None:
+    target = channel.default_exchange if exchange == "" else await channel.get_exchange(exchange, ensure=False)
+    await target.publish(aio_pika.Message(b"{}", content_type=CONTENT_TYPE), routing_key=routing_key)
+
+
+async def _bind(channel, queue: str, exchange: str, key: str) -> None:
+    await (await channel.get_queue(queue, ensure=False)).bind(exchange, key)
+
+
 # --- HTTP intake on kartlegging ----------------------------------------------------------
 
 

@@ -193,6 +193,13 @@ async def test_the_partner_reads_its_queue_and_is_refused_everything_else(env, a
 
             await (await ch.get_queue("chain.eventlog", ensure=False)).consume(ignore, arguments={"x-stream-offset": "first"})
 
+        async def publish_to_mottak_intake(ch):
+            exchange = await ch.get_exchange("mottak.inn", ensure=False)
+            await exchange.publish(aio_pika.Message(b"{}"), routing_key="mottak.status_endret")
+
+        async def read_dead_letters(ch):
+            await (await ch.get_queue("bosetting.dlq", ensure=False)).get(fail=False, timeout=5)
+
         async def bind_more(ch):
             await (await ch.get_queue(added.queue, ensure=False)).bind(EVENTS, "vedtak.fattet")
 
@@ -201,6 +208,8 @@ async def test_the_partner_reads_its_queue_and_is_refused_everything_else(env, a
             ("read the event log", read_log),
             ("publish to the events exchange", publish_event),
             ("publish to its own queue", publish_to_own_queue),
+            ("publish on the mottak intake", publish_to_mottak_intake),
+            ("read a DLQ", read_dead_letters),
             ("declare a queue", lambda ch: ch.declare_queue(f"partner.{NAME}-mine", durable=True)),
             ("declare its own queue afresh", lambda ch: ch.declare_queue(added.queue, durable=True, arguments={"x-queue-type": "quorum"})),
             ("bind its queue to more events", bind_more),

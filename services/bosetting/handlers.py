@@ -351,7 +351,9 @@ async def fordel(rt: Runtime, idag: date | None = None) -> int:
         runde_id = await store.add_runde(uow.conn, _runde(res, saker, idag))
         by_id = {s.sak_id: s for s in saker}
         made = 0
-        for sak_id, forslag in res.forslag.items():
+        # Capacity rows in one order (kommune, group), as a confirmation takes them: two
+        # transactions taking the same rows in opposite orders deadlock (sim/chaos.py saw it).
+        for sak_id, forslag in sorted(res.forslag.items(), key=lambda f: (f[1].kommunenummer, by_id[f[0]].kategori.value, f[0])):
             sak = by_id[sak_id]
             # Changed while solving, or capacity shrunk meanwhile (a new decision): next batch.
             if sak_id in uendra and await store.reserver(uow.conn, forslag.kommunenummer, sak.kategori, sak.tal_personar):

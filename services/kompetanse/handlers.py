@@ -49,9 +49,29 @@ async def _endre(uow: UnitOfWork, profil: Profil, endring) -> None:
 async def vedtak(uow: UnitOfWork, envelope: Envelope, data: VedtakFattet) -> None:
     # Protected persons are recorded only as protected (id and flag), so a later event or
     # registration about them can never make them visible.
+    await _lock_hushald(uow, envelope.subject)
+    # A correction that reaches us after the household was settled (a child missing from
+    # the registration): the person moved in with the household. Bosetting applies such a
+    # correction to the settled case without a new event, so no bosatt will name them.
+    busett_i = await store.busett_kommune(uow.conn, envelope.subject)
     for p in data.personar:
         profil = await store.lock_or_new(uow.conn, p.person_id)
-        await _endre(uow, profil, lambda pr, p=p: pr.vedtak(envelope.subject, data.kategori.value, p.skjerma))
+        await _endre(uow, profil, lambda pr, p=p: _vedtak(pr, envelope.subject, data, p.skjerma, busett_i))
+
+
+async def _lock_hushald(uow: UnitOfWork, sak_id: str) -> None:
+    """Lock the household's known profiles before reading who is settled. Its correction
+    (from UDI) and its settlement (from bosetting) come from two producers, so the river's
+    per-producer sequence lock does not order them; with two replicas applying both at
+    once, each would miss the other's uncommitted change. Whichever takes these row locks
+    second waits for the other's commit, and its next statement sees it."""
+    await store.lock_sak(uow.conn, sak_id)
+
+
+def _vedtak(profil: Profil, sak_id: str, data: VedtakFattet, skjerma: bool, busett_i: str | None) -> None:
+    profil.vedtak(sak_id, data.kategori.value, skjerma)
+    if busett_i and not profil.skjerma and not profil.bosatt:
+        profil.busett(busett_i)
 
 
 async def kartlegging_fullfort(uow: UnitOfWork, envelope: Envelope, data: Kompetanse) -> None:
@@ -84,7 +104,10 @@ async def fordeling_slutt(uow: UnitOfWork, envelope: Envelope, data) -> None:
 
 
 async def bosatt(uow: UnitOfWork, envelope: Envelope, data: Bosatt) -> None:
-    for person_id in sorted(data.personar):
+    # The household moves together: its persons named in the event, and any a correction
+    # added that bosetting had not applied when it settled the case (protected ones never).
+    await _lock_hushald(uow, envelope.subject)
+    for person_id in sorted(set(data.personar) | set(await store.synlege_i_sak(uow.conn, envelope.subject))):
         profil = await store.lock_or_new(uow.conn, person_id)
         await _endre(uow, profil, lambda p: p.busett(data.kommunenummer))
 

@@ -35,6 +35,18 @@ async def lock_or_new(conn: asyncpg.Connection, person_id: str) -> Profil:
     return await get_profil(conn, person_id)
 
 
+async def busett_kommune(conn: asyncpg.Connection, sak_id: str) -> str | None:
+    """Where the case's household was settled, if it was (as far as kompetanse knows)."""
+    return await conn.fetchval(
+        "SELECT kommunenummer FROM profil WHERE sak_id = $1 AND bosatt AND NOT skjerma ORDER BY person_id LIMIT 1", sak_id
+    )
+
+
+async def synlege_i_sak(conn: asyncpg.Connection, sak_id: str) -> list[str]:
+    """The case's persons whose identity is not protected."""
+    return [r["person_id"] for r in await conn.fetch("SELECT person_id FROM profil WHERE sak_id = $1 AND NOT skjerma", sak_id)]
+
+
 async def lock_sak(conn: asyncpg.Connection, sak_id: str) -> list[Profil]:
     """The profiles of one case's persons, locked (in person id order: no deadlock)."""
     rows = await conn.fetch(
