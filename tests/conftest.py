@@ -6,6 +6,7 @@ seed gives the same case ids, which the chain has already settled), and cleans u
 letters it makes on purpose (`purge_dead_letters`)."""
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,8 +30,8 @@ async def env() -> Environment:
     ENV.drop_vhost()  # the broker's file handles (sim/environment.py)
 
 
-@pytest.fixture(scope="session")
-async def chain(env):
+@contextlib.asynccontextmanager
+async def running_chain(env: Environment):
     """The three services and their relays, running as processes."""
     procs = ProcessGroup(env, Path("var/logs") / env.name)
     try:  # a start that fails half-way must not leave processes holding the ports
@@ -38,6 +39,12 @@ async def chain(env):
         yield procs
     finally:
         procs.stop_all()
+
+
+@pytest.fixture(scope="session")
+async def chain(env):
+    async with running_chain(env) as procs:
+        yield procs
 
 
 async def eventually(check, timeout: float = 30.0, interval: float = 0.1):

@@ -27,7 +27,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
-from pathlib import Path
 from uuid import uuid4
 
 import aio_pika
@@ -53,8 +52,7 @@ from shared.envelope import CONTENT_TYPE, parse_envelope
 from shared.publish import envelope_for, publish_envelope
 from shared.topology import EVENTS
 from sim.environment import RETRY_DELAYS_MS, Environment
-from sim.processes import ProcessGroup
-from tests.conftest import ENV, eventually, purge_dead_letters
+from tests.conftest import ENV, eventually, purge_dead_letters, running_chain
 from tests.events import KARTLEGGING, UDI, fullfort, new_person_id, new_sak_id, vedtak
 from tests.harness import river_harness
 
@@ -74,12 +72,8 @@ async def env() -> Environment:
 
 @pytest.fixture(scope="module")
 async def chain(env):
-    procs = ProcessGroup(env, Path("var/logs") / env.name)
-    try:  # a start that fails half-way must not leave processes holding the ports
-        await procs.start_all()
+    async with running_chain(env) as procs:
         yield procs
-    finally:
-        procs.stop_all()
 
 FNR = "01019012345"
 NAMN = "Kari Nordmann"
