@@ -16,8 +16,8 @@ from shared import maskinporten, tokens
 from shared.config import Settings
 
 SERVICES = ("kartlegging", "bosetting", "kompetanse")
-RETRY_DELAYS_MS = [100, 500, 2000, 5000]
-RELAY_METRICS_OFFSET = 50  # from base_port  # faster than production's: a demo's gaps heal in seconds
+RETRY_DELAYS_MS = [100, 500, 2000, 5000]  # faster than production's: a demo's gaps heal in seconds
+RELAY_METRICS_OFFSET = 50  # relays' metrics ports, from base_port
 
 
 @dataclass(frozen=True)
@@ -104,23 +104,25 @@ class Environment:
         finally:
             await conn.close()
 
-
     def drop_vhost(self) -> None:
         """Delete this environment's vhost, its queues and stream with it: each holds some
         of the broker's file handles, and environments left behind add up (see
         scripts/ensure-services.sh). The databases stay, for a look afterwards."""
-        target = ["-n", self.rabbitmq_node] if self.rabbitmq_node else []
-        ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-        subprocess.run([ctl, "-q", *target, "delete_vhost", self.name], capture_output=True, text=True, timeout=60)
+        _rabbitmqctl(self.rabbitmq_node, "delete_vhost", self.name)
+
+
+def _rabbitmqctl(node: str | None, *args: str) -> subprocess.CompletedProcess:
+    """rabbitmqctl against the machine's broker, or `node` (a throwaway one)."""
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    target = ["-n", node] if node else []
+    return subprocess.run([ctl, "-q", *target, *args], capture_output=True, text=True, timeout=60)
 
 
 def _reset_vhost(vhost: str, node: str | None = None, user: str | None = None) -> None:
     """Recreate the vhost, empty, on the machine's broker or on `node` (a throwaway one)."""
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     user = user or Settings().amqp_url.split("//", 1)[1].split(":", 1)[0]
-    target = ["-n", node] if node else []
     for args in (["delete_vhost", vhost], ["add_vhost", vhost], ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"]):
-        result = subprocess.run([ctl, "-q", *target, *args], capture_output=True, text=True, timeout=60)
+        result = _rabbitmqctl(node, *args)
         if result.returncode != 0 and args[0] != "delete_vhost":
             raise RuntimeError(f"rabbitmqctl {args[0]} failed: {result.stderr.strip()}")
 
